@@ -1,0 +1,386 @@
+//! The command line: `serve`, `check`, `route`, `digest`, `sign`. `main.rs` only calls
+//! [`main`].
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::alert::{Alert, Level};
+use crate::config::Config;
+use crate::counts::{DAY_MS, IssueStats};
+use crate::routing::Router;
+use crate::sentry::{self, Parsed};
+use crate::slack::render_alert;
+use crate::state::now_ms;
+
+/// Sluice routes Sentry webhooks to Slack channels, with counts and storm control.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Path of routes.toml.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "SLUICE_CONFIG",
+        default_value = "routes.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ConfigArg),
+    /// Validate the configuration; exit 0, or 1 with `file:line:col: message`.
+    Check(ConfigArg),
+    /// Print the routes and channels an error would reach.
+    Route(RouteArgs),
+    /// Build the weekly digest now (the 7 days ending today) and post it, or print it.
+    Digest {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this channel (default: every channel that gets a digest).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Print the digest instead of posting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the Sentry-Hook-Signature of a body, for trying the service with curl.
+    Sign {
+        /// The integration's client secret.
+        #[arg(long)]
+        secret: String,
+        /// File holding the exact body to send (`curl --data-binary @FILE`).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RouteArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Project slug (service).
+    #[arg(long, required_unless_present = "payload")]
+    project: Option<String>,
+    /// Environment.
+    #[arg(long, conflicts_with = "payload")]
+    environment: Option<String>,
+    /// Level (debug, info, warning, error, fatal).
+    #[arg(long, default_value = "error", conflicts_with = "payload")]
+    level: Level,
+    /// A tag, `key=value`; may be repeated.
+    #[arg(long = "tag", value_parser = parse_tag, conflicts_with = "payload")]
+    tags: Vec<(String, String)>,
+    /// A real Sentry payload (JSON file): also prints the Slack message it would produce.
+    #[arg(long, conflicts_with = "project")]
+    payload: Option<PathBuf>,
+    /// The payload's Sentry-Hook-Resource; guessed from the body when absent.
+    #[arg(long, requires = "payload")]
+    resource: Option<String>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args.config),
+        Command::Check(args) => match Config::load(&args.config) {
+            Ok(config) => {
+                println!(
+                    "{}: OK ({} routes, {} channels)",
+                    args.config.display(),
+                    config.routes.len(),
+                    config.channels.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Route(args) => finish(route(&args)),
+        Command::Digest {
+            config,
+            channel,
+            dry_run,
+        } => finish(digest(&config.config, channel.as_deref(), dry_run)),
+        Command::Sign { secret, file } => match std::fs::read(&file) {
+            Ok(body) => {
+                println!("{}", sentry::sign(&body, secret.as_bytes()));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{}: {err}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Sets up logging from `SLUICE_LOG` (default `info`) and `SLUICE_LOG_FORMAT=json`, to stderr
+/// (stdout belongs to console channels).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    init_tracing();
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+        crate::server::run(listener, config, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "sluice: stopped with an error");
+            eprintln!("sluice: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("sluice: shutting down");
+}
+
+/// `sluice digest`: builds each digest now; prints it (`--dry-run`) or posts it directly.
+fn digest(path: &Path, only: Option<&str>, dry_run: bool) -> Result<String, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let channels = crate::digest::digest_channels(&config);
+    let channels: Vec<String> = match only {
+        Some(c) if channels.iter().any(|x| x == c) => vec![c.to_string()],
+        Some(c) if config.channels.contains_key(c) => {
+            return Err(format!(
+                "channel `{c}` gets no digest: every route to it says digest = false"
+            ));
+        }
+        Some(c) => return Err(format!("no channel `{c}` in {}", path.display())),
+        None => channels,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let store = crate::store::open(config.storage.url.expose())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = crate::slack::SlackClient::new(config.slack.timeout);
+        let mut out = String::new();
+        let mut failed = Vec::new();
+        // The 7 days ending today: a scheduled digest covers the 7 days before its run day.
+        let period_end = (now_ms() / DAY_MS + 1) * DAY_MS;
+        for channel in channels {
+            let report = crate::digest::build(&*store, &config, &channel, period_end)
+                .await
+                .map_err(|e| e.to_string())?;
+            let message = report.render();
+            if dry_run {
+                out.push_str(&message.text);
+                out.push_str("\n\n");
+                continue;
+            }
+            let Some(dest) = crate::outbox::destination(&config, &channel) else {
+                continue;
+            };
+            match client.send(&dest, &message, None).await {
+                crate::slack::SendOutcome::Posted { .. } => {
+                    out.push_str(&format!("posted the digest to #{channel}\n"));
+                }
+                crate::slack::SendOutcome::Failed(why) => {
+                    failed.push(format!("#{channel}: {why:?}"));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(out)
+        } else {
+            Err(format!("{out}could not post: {}", failed.join("; ")))
+        }
+    })
+}
+
+/// Guesses the Sentry-Hook-Resource of a saved payload from its shape.
+fn guess_resource(body: &[u8]) -> Option<&'static str> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let data = &value["data"];
+    [
+        ("event", "event_alert"),
+        ("error", "error"),
+        ("metric_alert", "metric_alert"),
+        ("installation", "installation"),
+        ("comment", "comment"),
+        ("activity", "activity_alert"),
+        ("issue", "issue"),
+    ]
+    .into_iter()
+    .find(|(key, _)| !data[*key].is_null())
+    .map(|(_, resource)| resource)
+    .or_else(|| (!value["project_slug"].is_null()).then_some("legacy"))
+}
+
+/// Prints a command's output (exit 0) or its error (exit 1).
+fn finish(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            write_stdout(&out);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`sluice route … | head`) is not an error.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// What `sluice route` prints.
+fn route(args: &RouteArgs) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let config = Config::load(&args.config.config).map_err(|e| e.to_string())?;
+    let router = Router::new(&config);
+    let alert = match &args.payload {
+        Some(path) => {
+            let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let resource = match &args.resource {
+                Some(r) => r.clone(),
+                None => guess_resource(&body)
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: cannot tell the resource; pass --resource",
+                            path.display()
+                        )
+                    })?
+                    .to_string(),
+            };
+            let parsed = if resource == "legacy" {
+                sentry::parse_legacy(&body, &config.sentry.projects)
+                    .map(|a| Parsed::Alert(Box::new(a)))
+            } else {
+                sentry::parse(&resource, &body, &config.sentry.projects)
+            };
+            match parsed.map_err(|e| format!("{}: {e}", path.display()))? {
+                Parsed::Alert(alert) => *alert,
+                Parsed::Ignored(reason) => return Ok(format!("ignored: {reason}\n")),
+            }
+        }
+        None => Alert {
+            resource: "event_alert".into(),
+            action: "triggered".into(),
+            issue_key: "cli".into(),
+            short_id: None,
+            event_id: None,
+            projects: vec![args.project.clone().unwrap_or_default()],
+            environment: args.environment.clone(),
+            level: args.level,
+            title: "(sluice route)".into(),
+            culprit: None,
+            release: None,
+            issue_url: None,
+            event_url: None,
+            tags: args.tags.clone(),
+            timestamp: None,
+            sentry_first_seen: None,
+            sentry_count: None,
+            rule: None,
+            detail: None,
+        },
+    };
+    let targets = router.route(&alert);
+    for target in &targets {
+        let _ = writeln!(
+            out,
+            "{} -> {}{}",
+            target.route.as_deref().unwrap_or("(default_channel)"),
+            target.channel,
+            target
+                .mention
+                .as_deref()
+                .map(|m| format!(" (mention {m})"))
+                .unwrap_or_default()
+        );
+    }
+    if args.payload.is_some() {
+        // Counts as if this were the first occurrence Sluice saw, today.
+        let now = now_ms();
+        let stats = IssueStats {
+            daily: IssueStats::from_days(
+                now / DAY_MS,
+                alert.is_occurrence().then_some((now / DAY_MS, 1)),
+            ),
+            first_seen_ms: Some(now),
+            sentry_count: alert.sentry_count,
+        };
+        for target in &targets {
+            let message = render_alert(&alert, target, &stats);
+            let json = json!({"channel": target.channel, "message": message});
+            let pretty = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+            let _ = writeln!(out, "{pretty}");
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,311 @@
+//! Defensive accessors over `serde_json::Value` shared by the payload parsers: every one of them
+//! tolerates a missing key or a value of the wrong type, and every string they hand out is capped.
+
+use serde_json::Value;
+
+use super::parse::ProjectMap;
+use crate::alert::Level;
+
+/// Longest string (in chars) kept from a payload; longer ones are cut at a char boundary.
+pub(crate) const MAX_CHARS: usize = 2_000;
+/// Most tags kept from one event (Sentry itself keeps far fewer in practice).
+pub(crate) const MAX_TAGS: usize = 200;
+/// Most projects kept from one metric alert.
+pub(crate) const MAX_PROJECTS: usize = 100;
+/// Title used when a payload names nothing better.
+pub(crate) const UNTITLED: &str = "<untitled>";
+/// Project slug used when a payload does not identify its project.
+pub(crate) const UNKNOWN_PROJECT: &str = "unknown";
+
+/// `s` cut to at most [`MAX_CHARS`] chars, on a char boundary.
+pub(crate) fn cap(s: &str) -> String {
+    match s.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => s.get(..end).unwrap_or_default().to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+/// Follows `path` through nested objects.
+pub(crate) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, key| v.get(*key))
+}
+
+/// The value as a trimmed, non-empty string slice (not capped).
+pub(crate) fn str_of(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The value as a trimmed, non-empty, capped string.
+pub(crate) fn text(v: Option<&Value>) -> Option<String> {
+    str_of(v).map(cap)
+}
+
+/// An identifier sent either as a string or as an integer (Sentry does both).
+pub(crate) fn id(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(_) => text(v),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-negative count sent either as a string (`"count": "3"`) or as an integer.
+pub(crate) fn count(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Unix seconds from a number (`1566248777.677`), a numeric string, or an RFC 3339 /
+/// ISO 8601 string (`2019-08-19T20:58:37.391000Z`, `…+00:00`; no offset means UTC). Fractions
+/// are truncated towards the past; values outside years -9999..=9999 are dropped.
+pub(crate) fn unix_seconds(v: Option<&Value>) -> Option<i64> {
+    let secs = match v? {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i,
+            None => float_seconds(n.as_f64()?)?,
+        },
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+                ts.as_second()
+            } else if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+                dt.to_zoned(jiff::tz::TimeZone::UTC)
+                    .ok()?
+                    .timestamp()
+                    .as_second()
+            } else if let Ok(f) = s.parse::<f64>() {
+                float_seconds(f)?
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    };
+    jiff::Timestamp::from_second(secs).ok().map(|_| secs)
+}
+
+fn float_seconds(f: f64) -> Option<i64> {
+    // The bound keeps the cast exact; `from_second` above enforces jiff's real range.
+    (f.is_finite() && f.abs() < 1e15).then(|| f.floor() as i64)
+}
+
+/// An `http://` or `https://` link with a host, made only of characters RFC 3986 allows
+/// (so nothing that could break out of a Slack `<url|text>` link). Anything else is `None`;
+/// an over-long URL is dropped rather than cut, since a cut URL is a broken link.
+pub(crate) fn http_url(v: Option<&Value>) -> Option<String> {
+    let url = str_of(v)?;
+    if url.len() > MAX_CHARS {
+        return None;
+    }
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        url.get(8..)?
+    } else if lower.starts_with("http://") {
+        url.get(7..)?
+    } else {
+        return None;
+    };
+    let has_host = rest
+        .chars()
+        .next()
+        .is_some_and(|c| !matches!(c, '/' | '?' | '#'));
+    let clean = url
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b));
+    (has_host && clean).then(|| url.to_owned())
+}
+
+/// The level Sentry named, if it is one Sluice knows (callers default to `error`).
+pub(crate) fn level(v: Option<&Value>) -> Option<Level> {
+    str_of(v).and_then(|s| s.parse().ok())
+}
+
+/// The first non-empty line of `s`, trimmed and capped: titles are one line.
+pub(crate) fn first_line(s: &str) -> Option<String> {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(cap)
+}
+
+/// The first non-empty line of a string value, trimmed and capped (titles, names).
+pub(crate) fn one_line(v: Option<&Value>) -> Option<String> {
+    str_of(v).and_then(first_line)
+}
+
+/// A title from Sentry's `metadata`: `type: value`, either alone, or `metadata.title`.
+pub(crate) fn metadata_title(event: &Value) -> Option<String> {
+    let meta = event.get("metadata")?;
+    let kind = str_of(meta.get("type")).and_then(|s| s.lines().next());
+    let value = str_of(meta.get("value")).and_then(first_line);
+    match (kind, value) {
+        (Some(kind), Some(value)) => first_line(&format!("{kind}: {value}")),
+        (Some(kind), None) => first_line(kind),
+        (None, Some(value)) => Some(value),
+        (None, None) => one_line(meta.get("title")),
+    }
+}
+
+/// Event tags: Sentry's `[["key", "value"], …]`, also `[{"key": …, "value": …}, …]` and a flat
+/// `{"key": "value"}` object. Entries that are not a pair of strings (or have an empty key) are
+/// skipped; at most [`MAX_TAGS`] are kept, in payload order.
+pub(crate) fn tags(v: Option<&Value>) -> Vec<(String, String)> {
+    let pair = |k: Option<&Value>, v: Option<&Value>| {
+        let key = str_of(k)?;
+        let value = v?.as_str()?;
+        Some((cap(key), cap(value)))
+    };
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::Array(kv) if kv.len() == 2 => pair(kv.first(), kv.get(1)),
+                Value::Object(_) => pair(item.get("key"), item.get("value")),
+                _ => None,
+            })
+            .take(MAX_TAGS)
+            .collect(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.trim();
+                (!key.is_empty()).then_some((cap(key), cap(v.as_str()?)))
+            })
+            .take(MAX_TAGS)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A project reference: a numeric id (number or digit string) mapped through `[sentry.projects]`
+/// when the map names it, otherwise the slug or id as sent.
+pub(crate) fn project_ref(v: Option<&Value>, projects: &ProjectMap) -> Option<String> {
+    let raw = id(v)?;
+    Some(projects.get(&raw).map_or(raw, |slug| cap(slug)))
+}
+
+/// The project slug in an API URL `…/api/0/projects/{org}/{project}/…`.
+pub(crate) fn project_from_api_url(url: Option<&Value>) -> Option<String> {
+    const MARKER: &str = "/api/0/projects/";
+    let url = str_of(url)?;
+    let rest = url.get(url.find(MARKER)? + MARKER.len()..)?;
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let mut segments = rest.split('/');
+    let org = segments.next()?;
+    let project = segments.next()?.trim();
+    (!org.is_empty() && !project.is_empty()).then(|| cap(project))
+}
+
+/// Normalises an event id so the same event matches whatever payload carried it: lowercase,
+/// and a hyphenated UUID loses its hyphens (`E4874D66-4C35-…` → `e4874d664c35…`), as Sentry
+/// itself prints event ids.
+pub(crate) fn event_id(raw: &str) -> String {
+    let lower = raw.trim().to_ascii_lowercase();
+    let compact: String = lower.chars().filter(|&c| c != '-').collect();
+    if compact.len() == 32 && compact.bytes().all(|b| b.is_ascii_hexdigit()) {
+        compact
+    } else {
+        cap(&lower)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cap_cuts_on_char_boundaries() {
+        let long = "é".repeat(MAX_CHARS + 5);
+        let capped = cap(&long);
+        assert_eq!(capped.chars().count(), MAX_CHARS);
+        assert_eq!(cap("short"), "short");
+    }
+
+    #[test]
+    fn urls_must_be_http_with_a_host_and_clean() {
+        let ok = |s: &str| http_url(Some(&json!(s)));
+        assert_eq!(
+            ok("https://sentry.io/x/").as_deref(),
+            Some("https://sentry.io/x/")
+        );
+        assert_eq!(ok("HTTP://sentry.io").as_deref(), Some("HTTP://sentry.io"));
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x",
+            "https://",
+            "https:///path",
+            "https://a.b/<!channel>",
+            "https://a.b/x|y",
+            "https://a b",
+            "http:",
+            "",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
+        assert_eq!(http_url(Some(&json!(1))), None);
+        assert_eq!(ok(&format!("https://a.b/{}", "x".repeat(MAX_CHARS))), None);
+    }
+
+    #[test]
+    fn times_parse_from_numbers_and_strings() {
+        let t = |v: Value| unix_seconds(Some(&v));
+        assert_eq!(t(json!(1566248777.677)), Some(1566248777));
+        assert_eq!(t(json!(1566248777)), Some(1566248777));
+        assert_eq!(t(json!("2019-08-19T21:06:17.677000Z")), Some(1566248777));
+        assert_eq!(
+            t(json!("2025-11-10T20:56:00.679000+00:00")),
+            Some(1762808160)
+        );
+        assert_eq!(t(json!("2019-08-19T21:06:17")), Some(1566248777));
+        assert_eq!(t(json!("1566248777.9")), Some(1566248777));
+        assert_eq!(t(json!(1e300)), None);
+        assert_eq!(t(json!(i64::MAX)), None);
+        assert_eq!(t(json!("yesterday")), None);
+        assert_eq!(t(json!(null)), None);
+    }
+
+    #[test]
+    fn api_url_names_the_project() {
+        let p = |s: &str| project_from_api_url(Some(&json!(s)));
+        assert_eq!(
+            p("https://sentry.io/api/0/projects/test-org/front-end/events/e48/").as_deref(),
+            Some("front-end")
+        );
+        assert_eq!(p("https://sentry.io/api/0/projects/org/").as_deref(), None);
+        assert_eq!(
+            p("https://sentry.io/api/0/projects/org/p?x=1").as_deref(),
+            Some("p")
+        );
+        assert_eq!(p("https://sentry.io/api/0/issues/1/"), None);
+    }
+
+    #[test]
+    fn event_ids_are_normalised() {
+        assert_eq!(
+            event_id("E4874D66-4C35-40C1-A32E-AB185F12C5AB"),
+            "e4874d664c3540c1a32eab185f12c5ab"
+        );
+        assert_eq!(event_id("not-a-uuid"), "not-a-uuid");
+    }
+
+    #[test]
+    fn tags_accept_pairs_and_objects_and_skip_the_rest() {
+        let v = json!([["a", "1"], ["b"], [1, "x"], {"key": "c", "value": "3"}, "d", ["", "e"], ["f", 2]]);
+        assert_eq!(
+            tags(Some(&v)),
+            vec![("a".into(), "1".into()), ("c".into(), "3".into())]
+        );
+        assert_eq!(
+            tags(Some(&json!({"k": "v", "n": 1}))),
+            vec![("k".into(), "v".into())]
+        );
+        let many: Vec<Value> = (0..500).map(|i| json!([format!("k{i}"), "v"])).collect();
+        assert_eq!(tags(Some(&Value::Array(many))).len(), MAX_TAGS);
+    }
+}

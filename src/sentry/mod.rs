@@ -1,0 +1,85 @@
+//! Sentry input: verifies webhook deliveries and normalises every payload shape into one
+//! [`Alert`](crate::alert::Alert).
+//!
+//! - [`verify`] — `Sentry-Hook-Signature` (HMAC-SHA256 of the raw body, any of several secrets)
+//!   and the optional `Sentry-Hook-Timestamp` skew check.
+//! - [`parse`](mod@parse) — Integration Platform payloads, selected by `Sentry-Hook-Resource`.
+//! - [`legacy`] — the legacy "WebHooks" plugin payload.
+//!
+//! # What every payload must have
+//!
+//! The body must be a JSON object ([`Malformed`] `body is not JSON: …` / `body is not a JSON
+//! object` otherwise). Routed resources also need a string `action` (`payload has no `action``);
+//! the alert's `resource` is the header value (trimmed, lowercased) and its `action` the body's.
+//! `installation.*` and resources Sluice does not know are [`Parsed::Ignored`] whatever else the
+//! object holds, so a new Sentry resource is acknowledged (`202`) instead of failing: Sentry
+//! disables integrations whose endpoint keeps failing. An unknown *action* of a known resource is
+//! parsed like the known ones. An empty resource header is malformed.
+//!
+//! | resource | required | occurrence (`event_id`) | `issue_key` |
+//! |---|---|---|---|
+//! | `event_alert` | `data.event.event_id` | yes | `issue_id`, else [`fingerprint`] |
+//! | `error` | `data.error.event_id` | yes | `issue_id`, else [`fingerprint`] |
+//! | `issue` | `data.issue.id` | no | `data.issue.id` |
+//! | `activity_alert` | `data.issue.id` | no | `data.issue.id` |
+//! | `metric_alert` | `data.metric_alert.alert_rule.id` or `.id` | no | `metric:` + that id |
+//! | `comment` | `data.issue_id` | no | `data.issue_id` |
+//! | legacy plugin | `event.event_id` or `event.id` | yes | `id` (group), else [`fingerprint`] |
+//!
+//! Ids are accepted as strings or integers. Event ids are lowercased and a hyphenated UUID loses
+//! its hyphens, so one event arriving in different payloads (`error.created`,
+//! `event_alert.triggered`, legacy) has one id.
+//!
+//! # Fields
+//!
+//! - **Events** (`data.event`, `data.error`, legacy `event`): `title` = `title`, else
+//!   `metadata.type: metadata.value` (either alone, else `metadata.title`), else `message`, else
+//!   `logentry.formatted`/`logentry.message` (legacy: then the top-level `message`, then the
+//!   culprit), else `<untitled>`. `level` = `level`, else the `level` tag, else `error`.
+//!   `environment` = `environment`, else the `environment` tag. `timestamp` = `timestamp` (float
+//!   seconds), else `datetime` (RFC 3339). `event_url` = `web_url`; `issue_url` = `web_url` cut
+//!   before `/events/` when that leaves an `…/issues/{id}/` page, else `web_url` itself. Project =
+//!   the `{project}` of `url` (`/api/0/projects/{org}/{project}/events/…`), else the numeric
+//!   `project` mapped through [`ProjectMap`], else that id as text, else `unknown` (legacy:
+//!   `project_slug`, then `project`, first). `rule` = `data.triggered_rule` (else
+//!   `data.issue_alert.title`) for `event_alert`; the legacy `triggering_rules` joined with `, `.
+//! - **Issues** (`issue.*`, `activity_alert.*`): project = `issue.project.slug`, else its `id`
+//!   mapped; `sentry_count` = `count`; `sentry_first_seen` = `firstSeen`; `timestamp` =
+//!   `lastSeen`; `issue_url` = `web_url`, else `permalink`; `short_id` = `shortId`; no
+//!   environment (Sentry sends none). `detail`: `resolution: <data.resolution_type>` for
+//!   `resolved`; `assigned to <name>` (name, else email; teams as `#team`) from `data.assignee`
+//!   or `issue.assignedTo` for `assigned`. For `activity_alert`: `rule` = `data.alert.title`,
+//!   `detail` = `data.activity.details.summary`, else `data.activity.type`.
+//! - **Metric alerts**: `projects` = `metric_alert.projects`, else `alert_rule.projects` (ids are
+//!   mapped; duplicates dropped; at most 100); `environment` = `alert_rule.environment`; `title`
+//!   = `data.description_title`, else `alert_rule.name`, else `metric_alert.title`; `rule` =
+//!   `alert_rule.name`; `detail` = `data.description_text` with the literal two characters `\n`
+//!   turned into a newline; `issue_url` = `data.web_url`; `level` = `fatal` for `critical`,
+//!   `warning` for `warning`, `info` for `resolved`, `error` for any other action; `timestamp` =
+//!   the first of `date_closed`, `date_detected`, `date_started`, `date_created`;
+//!   `sentry_first_seen` = `date_started`.
+//! - **Comments**: `projects` = `[data.project_slug]`; `title` = `Comment on issue {id} by
+//!   {actor.name}` (`Comment edited …` / `Comment deleted …` for those actions); `detail` = the
+//!   comment text; `level` = `info`; `timestamp` = `data.timestamp`.
+//!
+//! # Hostile input
+//!
+//! Strings are kept raw (Slack escaping happens when the message is built) but trimmed; empty
+//! strings count as absent. Every string field is capped at 2,000 chars (cut on a char boundary,
+//! without a marker); titles, rule and assignee names keep only their first non-empty line; at
+//! most 200 tags are kept. Links are kept only if they are `http(s)://host…`, at most 2,000
+//! chars and made of characters RFC 3986 allows (so never `<`, `>`, `|`, quotes or spaces).
+//! Times outside years -9999..=9999 are dropped. Nothing in this module indexes or unwraps
+//! payload data, and JSON nesting is bounded by serde_json's recursion limit (128).
+
+mod fields;
+pub mod legacy;
+pub mod parse;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use legacy::parse_legacy;
+pub use parse::{Malformed, Parsed, ProjectMap, fingerprint, parse};
+pub use verify::{TimestampError, check_timestamp, sign, verify_signature};

@@ -1,0 +1,65 @@
+//! What the HTTP handlers and the background workers share: the store, the live configuration
+//! (swapped whole on reload), the wake-up signal for the delivery worker, and the clock.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::routing::Router;
+use crate::store::Store;
+
+/// A validated configuration with its routing table prebuilt: swapped as one value, so a
+/// delivery never sees routes of one config and channels of another.
+pub struct Live {
+    /// The configuration.
+    pub config: Config,
+    /// Routes compiled from it.
+    pub router: Router,
+}
+
+impl Live {
+    /// Compiles the router for `config`.
+    pub fn new(config: Config) -> Self {
+        let router = Router::new(&config);
+        Self { config, router }
+    }
+}
+
+/// Shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// The configuration in force.
+    pub live: Arc<ArcSwap<Live>>,
+    /// Wakes the delivery worker when new outbox rows were committed.
+    pub wake: Arc<Notify>,
+    /// What was last reported to `ops_channel`, for rate limiting.
+    pub notices: Arc<crate::ops::Notices>,
+    /// Process counters exported on `/metrics`.
+    pub counters: Arc<crate::metrics::Registry>,
+}
+
+impl AppState {
+    /// State for `config` over `store`.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            store,
+            live: Arc::new(ArcSwap::from_pointee(Live::new(config))),
+            wake: Arc::new(Notify::new()),
+            notices: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// Now, as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
