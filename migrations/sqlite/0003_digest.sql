@@ -1,0 +1,25 @@
+-- The weekly digest: what each channel received per issue and UTC day (only routes with
+-- `digest = true`), and the digests queued, one per channel and period.
+
+CREATE TABLE channel_day_counts (
+    channel      TEXT    NOT NULL,
+    issue_key    TEXT    NOT NULL,
+    day          INTEGER NOT NULL,
+    project      TEXT    NOT NULL,
+    environment  TEXT    NOT NULL,
+    -- Occurrences routed here that day.
+    occurrences  INTEGER NOT NULL DEFAULT 0,
+    -- Of those, folded by the issue's cooldown.
+    folded       INTEGER NOT NULL DEFAULT 0,
+    -- Issue notices (resolved, assigned, metric alerts, comments) routed here that day.
+    notices      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel, day, issue_key, environment)
+) WITHOUT ROWID;
+
+CREATE TABLE digest_runs (
+    channel      TEXT    NOT NULL,
+    -- The scheduled time the digest is for (Unix ms): the period's identity.
+    period_end   INTEGER NOT NULL,
+    queued_at    INTEGER NOT NULL,
+    PRIMARY KEY (channel, period_end)
+) WITHOUT ROWID;

@@ -1,0 +1,407 @@
+//! Durable state behind one [`Store`] trait: deliveries and events seen (deduplication), issues
+//! and their per-day counts, the outbox of Slack messages to send, what was sent, and dead
+//! letters. The backend is chosen once at start from `storage.url`; callers only see the trait.
+//!
+//! The contract every backend keeps: [`Store::ingest`] commits the delivery and everything
+//! derived from it (counts, issue metadata, outbox rows) in one durable transaction before it
+//! returns `Ok`, so the HTTP layer can acknowledge with a 2xx and nothing acknowledged is lost.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+use crate::counts::IssueStats;
+use crate::routing::Target;
+
+pub use sqlite::SqliteStore;
+
+/// The store could not do what was asked; the HTTP layer answers 503 and the worker retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed the operation.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date at start.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `storage.url` names no backend this build supports.
+    #[error("unsupported storage url `{0}` (expected sqlite://…)")]
+    UnsupportedUrl(String),
+    /// A stored row could not be decoded (written by an incompatible version?).
+    #[error("corrupt stored row: {0}")]
+    Corrupt(String),
+    /// The shared transaction this delivery was part of failed to commit.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One verified webhook delivery with everything derived from it, ready to commit.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// SHA-256 of the raw body: a delivery's identity (Sentry retries and replays repeat it).
+    pub body_sha256: [u8; 32],
+    /// `Sentry-Hook-Resource` (or `legacy`).
+    pub resource: String,
+    /// Sentry's `Request-ID` header, kept for tracing a delivery end to end.
+    pub request_id: Option<String>,
+    /// When Sluice received it, Unix ms.
+    pub received_at_ms: i64,
+    /// The normalised alert; `None` for a verified delivery that is not routed (installation,
+    /// unknown resource).
+    pub alert: Option<Alert>,
+    /// Where the alert goes (from routing); empty when `alert` is `None`.
+    pub targets: Vec<Target>,
+}
+
+/// What [`Store::ingest`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// The same body was committed before: nothing was changed.
+    DuplicateDelivery,
+    /// New delivery, committed.
+    Stored {
+        /// It was a new occurrence and was counted (false for an event seen before, under
+        /// another resource or in another delivery, and for notices that are not occurrences).
+        counted: bool,
+        /// Outbox rows queued for Slack.
+        queued: usize,
+    },
+}
+
+/// What an outbox row asks the delivery worker to post.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutboxMessage {
+    /// A full message for one alert.
+    Alert {
+        /// The alert as received.
+        alert: Alert,
+        /// The route decision that put it in this channel (mention, route name).
+        target: Target,
+    },
+    /// The end of a cooldown: how many occurrences were folded since the last message.
+    FollowUp {
+        /// The newest folded alert.
+        alert: Alert,
+        /// The route decision.
+        target: Target,
+        /// Occurrences folded.
+        folded: u64,
+        /// When the first of them arrived (Unix ms).
+        since_ms: i64,
+    },
+    /// Many waiting messages folded into one summary.
+    RollUp(crate::storm::RollUp),
+    /// A message from Sluice about itself (to `ops_channel`).
+    Notice {
+        /// The message.
+        message: crate::slack::SlackMessage,
+    },
+    /// A weekly digest, rendered when its period closed.
+    Digest {
+        /// The scheduled time it is for (Unix ms).
+        period_end_ms: i64,
+        /// The message.
+        message: crate::slack::SlackMessage,
+    },
+}
+
+impl OutboxMessage {
+    /// The stored `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutboxMessage::Alert { .. } => "alert",
+            OutboxMessage::FollowUp { .. } => "followup",
+            OutboxMessage::RollUp(_) => "rollup",
+            OutboxMessage::Digest { .. } => "digest",
+            OutboxMessage::Notice { .. } => "notice",
+        }
+    }
+
+    /// Whether storm control may fold this message into a roll-up (alerts and follow-ups,
+    /// and earlier roll-ups); digests and notices are always posted as they are.
+    pub fn is_storm_traffic(&self) -> bool {
+        matches!(
+            self,
+            OutboxMessage::Alert { .. } | OutboxMessage::FollowUp { .. } | OutboxMessage::RollUp(_)
+        )
+    }
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// Row id; also the order of arrival within a channel.
+    pub id: i64,
+    /// Channel name (a key of `[channels]`).
+    pub channel: String,
+    /// Issue the message is about.
+    pub issue_key: String,
+    /// What to post.
+    pub message: OutboxMessage,
+    /// Occurrences this message represents (0 for notices that are not occurrences).
+    pub occurrences: u64,
+    /// When it was queued, Unix ms.
+    pub created_at_ms: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// A message Slack refused for good, kept with Slack's error string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Channel name.
+    pub channel: String,
+    /// Issue the message was about.
+    pub issue_key: String,
+    /// Occurrences it represented.
+    pub occurrences: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Slack's error string (`channel_not_found`, `invalid_payload`, `max_retry_age exceeded: …`).
+    pub error: String,
+    /// When it was dead-lettered, Unix ms.
+    pub dead_at_ms: i64,
+}
+
+/// Per-channel totals of what Sluice did, for accounting and metrics. The invariant:
+/// `occurrences_routed == occurrences_posted + occurrences_pending + occurrences_dead`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelTotals {
+    /// Occurrences routed to the channel, ever.
+    pub occurrences_routed: u64,
+    /// Messages Slack accepted.
+    pub messages_posted: u64,
+    /// Occurrences carried by accepted messages.
+    pub occurrences_posted: u64,
+    /// Messages waiting in the outbox.
+    pub messages_pending: u64,
+    /// Occurrences waiting: in outbox messages, or folded by a cooldown and waiting for the
+    /// follow-up.
+    pub occurrences_pending: u64,
+    /// Occurrences that arrived within a cooldown, ever (posted later in follow-ups).
+    pub occurrences_folded: u64,
+    /// Messages folded into roll-ups, ever.
+    pub messages_rolled_up: u64,
+    /// When Slack last accepted a message for the channel, Unix ms.
+    pub last_sent_ms: Option<i64>,
+    /// When Slack last accepted a digest for the channel, Unix ms.
+    pub last_digest_ms: Option<i64>,
+    /// When the oldest message still waiting for the channel was queued, Unix ms.
+    pub oldest_pending_ms: Option<i64>,
+    /// Messages dead-lettered.
+    pub messages_dead: u64,
+    /// Occurrences carried by dead-lettered messages.
+    pub occurrences_dead: u64,
+}
+
+/// What a channel received of one issue in one environment on one UTC day (routes with
+/// `digest = true` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelDay {
+    /// Issue key.
+    pub issue_key: String,
+    /// UTC day number.
+    pub day: i64,
+    /// Project slug.
+    pub project: String,
+    /// Environment (`""` when the payload named none).
+    pub environment: String,
+    /// Occurrences routed to the channel.
+    pub occurrences: u64,
+    /// Of those, folded by a cooldown.
+    pub folded: u64,
+    /// Issue notices routed to the channel.
+    pub notices: u64,
+}
+
+/// What the store knows of an issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueInfo {
+    /// Issue key.
+    pub issue_key: String,
+    /// Latest title.
+    pub title: String,
+    /// Latest level name.
+    pub level: String,
+    /// Link to the issue.
+    pub issue_url: Option<String>,
+    /// When Sluice first saw it, Unix ms.
+    pub first_seen_ms: i64,
+    /// When Sentry last reported it resolved, Unix ms.
+    pub resolved_at_ms: Option<i64>,
+}
+
+/// What Sluice did for a channel within a time span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelActivity {
+    /// Messages Slack accepted.
+    pub messages_posted: u64,
+    /// Occurrences carried by roll-up summaries Slack accepted.
+    pub rolled_up_occurrences: u64,
+    /// Messages dead-lettered.
+    pub dead_letters: u64,
+}
+
+/// All durable state. Implementations must be safe to share between the HTTP handlers and the
+/// background workers.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers if the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Commits a delivery and everything derived from it in one durable transaction, or
+    /// nothing. A body seen before changes nothing; an event id seen before is not counted or
+    /// queued again. An occurrence within its issue's cooldown in a channel is folded
+    /// (counted, no message) instead of queued.
+    async fn ingest(&self, delivery: &Delivery) -> Result<IngestOutcome, StoreError>;
+
+    /// Queues a follow-up for every issue and channel whose cooldown ended at `now_ms` with
+    /// occurrences folded, and starts a new cooldown for it; returns how many were queued.
+    async fn release_cooldowns(&self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// Messages waiting per channel.
+    async fn outbox_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Every waiting row of `channel`, oldest first.
+    async fn channel_outbox(&self, channel: &str) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Replaces the waiting rows `ids` of `channel` by one roll-up row, atomically; does
+    /// nothing (returns false) if any of them is gone (sent meanwhile).
+    async fn replace_with_rollup(
+        &self,
+        channel: &str,
+        ids: &[i64],
+        rollup: &crate::storm::RollUp,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Slack's `ts` of the last full message about `issue_key` in `channel` (Web API), the
+    /// thread for follow-ups.
+    async fn thread_ts(&self, issue_key: &str, channel: &str)
+    -> Result<Option<String>, StoreError>;
+
+    /// Counts of one issue in the 30 days ending on the UTC day of `now_ms`.
+    async fn issue_stats(&self, issue_key: &str, now_ms: i64) -> Result<IssueStats, StoreError>;
+
+    /// Outbox rows due at `now_ms`, oldest first, at most `per_channel` of each channel (so a
+    /// busy channel cannot starve the others).
+    async fn due_outbox(
+        &self,
+        now_ms: i64,
+        per_channel: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// When the earliest outbox row becomes due or the earliest cooldown with folded
+    /// occurrences ends, Unix ms, if any.
+    async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Slack accepted row `id`: move it to the sent log (with Slack's `ts` where the Web API
+    /// gave one; for a full alert message it becomes the issue's thread in that channel).
+    async fn mark_posted(
+        &self,
+        id: i64,
+        now_ms: i64,
+        slack_ts: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// A retryable failure of row `id`: record the attempt and the error, and hold the row's
+    /// whole channel (every waiting row of it) until `next_attempt_ms`, so that messages keep
+    /// their order and a `Retry-After` holds for the channel, also across restarts.
+    async fn reschedule(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// A permanent failure: move row `id` to the dead letters with Slack's error string.
+    async fn dead_letter(
+        &self,
+        id: i64,
+        attempts: u32,
+        now_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Dead letters, newest first, at most `limit`.
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// What `channel` received per issue, environment and day, for days `from_day..=to_day`.
+    async fn channel_days(
+        &self,
+        channel: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<ChannelDay>, StoreError>;
+
+    /// Issues `channel` received anything of since `from_day`.
+    async fn channel_issues(
+        &self,
+        channel: &str,
+        from_day: i64,
+    ) -> Result<Vec<IssueInfo>, StoreError>;
+
+    /// Messages posted, roll-ups and dead letters of `channel` in `from_ms..to_ms`.
+    async fn channel_activity(
+        &self,
+        channel: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<ChannelActivity, StoreError>;
+
+    /// Queues the digest of `channel` for the period ending at `period_end_ms`, with its run
+    /// record, atomically; returns false (and queues nothing) when that period's digest was
+    /// queued before. The outbox then delivers it at least once.
+    async fn queue_digest(
+        &self,
+        channel: &str,
+        period_end_ms: i64,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Queues a message that stands for no occurrence (a notice from Sluice itself).
+    async fn enqueue(
+        &self,
+        channel: &str,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// When the latest verified delivery arrived, Unix ms.
+    async fn last_delivery_at(&self) -> Result<Option<i64>, StoreError>;
+
+    /// When the first delivery still on record arrived, Unix ms.
+    async fn first_delivery_at(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Dead letters per channel and Slack error string, most first.
+    async fn dead_letter_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+
+    /// Posted, pending and dead totals of one channel.
+    async fn channel_totals(&self, channel: &str) -> Result<ChannelTotals, StoreError>;
+
+    /// Deletes day buckets, seen events and seen deliveries older than `retention_days`
+    /// before `now_ms`; returns the rows deleted.
+    async fn prune(&self, now_ms: i64, retention_days: u32) -> Result<u64, StoreError>;
+}
+
+/// Opens the backend `url` names and brings its schema up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,516 @@
+//! Behaviour every backend must have, run against each one.
+
+use super::*;
+use crate::alert::Level;
+use crate::counts::DAY_MS;
+
+fn alert(issue: &str, event: Option<&str>) -> Alert {
+    Alert {
+        resource: if event.is_some() {
+            "event_alert"
+        } else {
+            "issue"
+        }
+        .into(),
+        action: if event.is_some() {
+            "triggered"
+        } else {
+            "resolved"
+        }
+        .into(),
+        issue_key: issue.into(),
+        short_id: None,
+        event_id: event.map(str::to_string),
+        projects: vec!["checkout".into()],
+        environment: Some("production".into()),
+        level: Level::Error,
+        title: "PaymentError".into(),
+        culprit: None,
+        release: None,
+        issue_url: None,
+        event_url: None,
+        tags: vec![],
+        timestamp: None,
+        sentry_first_seen: None,
+        sentry_count: event.is_none().then_some(99),
+        rule: None,
+        detail: None,
+    }
+}
+
+fn target(channel: &str) -> Target {
+    Target {
+        channel: channel.into(),
+        route: None,
+        mention: None,
+        cooldown_secs: 1800,
+        digest: true,
+    }
+}
+
+fn delivery(body: &str, at: i64, alert: Option<Alert>, channels: &[&str]) -> Delivery {
+    use sha2::Digest;
+    Delivery {
+        body_sha256: sha2::Sha256::digest(body.as_bytes()).into(),
+        resource: "event_alert".into(),
+        request_id: None,
+        received_at_ms: at,
+        alert,
+        targets: channels.iter().map(|c| target(c)).collect(),
+    }
+}
+
+const T0: i64 = 1_763_800_000_000; // 2025-11-22
+
+async fn dedupes_deliveries_and_events(store: &dyn Store) {
+    let d = delivery("a", T0, Some(alert("1", Some("e1"))), &["x", "y"]);
+    assert_eq!(
+        store.ingest(&d).await.unwrap(),
+        IngestOutcome::Stored {
+            counted: true,
+            queued: 2
+        }
+    );
+    assert_eq!(
+        store.ingest(&d).await.unwrap(),
+        IngestOutcome::DuplicateDelivery
+    );
+    // Same event, other body: stored, neither counted nor queued.
+    let again = delivery("b", T0, Some(alert("1", Some("e1"))), &["x"]);
+    assert_eq!(
+        store.ingest(&again).await.unwrap(),
+        IngestOutcome::Stored {
+            counted: false,
+            queued: 0
+        }
+    );
+    let stats = store.issue_stats("1", T0).await.unwrap();
+    assert_eq!((stats.week(), stats.month()), (1, 1));
+    assert_eq!(stats.first_seen_ms, Some(T0));
+    assert_eq!(store.due_outbox(T0, 10).await.unwrap().len(), 2);
+}
+
+async fn counts_by_received_day(store: &dyn Store) {
+    for (i, days_ago) in [0, 0, 3, 6, 7, 29, 30].into_iter().enumerate() {
+        let d = delivery(
+            &format!("c{i}"),
+            T0 - days_ago * DAY_MS,
+            Some(alert("2", Some(&format!("ev{i}")))),
+            &[],
+        );
+        store.ingest(&d).await.unwrap();
+    }
+    let stats = store.issue_stats("2", T0).await.unwrap();
+    assert_eq!(stats.week(), 4);
+    assert_eq!(stats.month(), 6);
+    assert_eq!(stats.first_seen_ms, Some(T0 - 30 * DAY_MS));
+    // A week later the old days have left the window.
+    let later = store.issue_stats("2", T0 + 7 * DAY_MS).await.unwrap();
+    assert_eq!(later.week(), 0);
+}
+
+async fn notices_update_the_issue_but_are_not_counted(store: &dyn Store) {
+    let d = delivery("n", T0, Some(alert("3", None)), &["x"]);
+    assert_eq!(
+        store.ingest(&d).await.unwrap(),
+        IngestOutcome::Stored {
+            counted: false,
+            queued: 1
+        }
+    );
+    let stats = store.issue_stats("3", T0).await.unwrap();
+    assert_eq!((stats.month(), stats.sentry_count), (0, Some(99)));
+}
+
+async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
+    for i in 0..3 {
+        let d = delivery(
+            &format!("o{i}"),
+            T0,
+            Some(alert(&format!("4-{i}"), Some(&format!("o{i}")))),
+            &["chan"],
+        );
+        store.ingest(&d).await.unwrap();
+    }
+    let due = store.due_outbox(T0, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    store
+        .mark_posted(due[0].id, T0 + 1, Some("1.1"))
+        .await
+        .unwrap();
+    // A retry holds the whole channel until the retry time.
+    store
+        .reschedule(due[1].id, 1, T0 + 5_000, "HTTP 500")
+        .await
+        .unwrap();
+    assert!(store.due_outbox(T0 + 4_999, 10).await.unwrap().is_empty());
+    // A row queued while the channel is held waits too.
+    let d = delivery(
+        "o-late",
+        T0 + 10,
+        Some(alert("4-late", Some("o-late"))),
+        &["chan"],
+    );
+    store.ingest(&d).await.unwrap();
+    assert!(store.due_outbox(T0 + 4_999, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 5_000));
+    let due = store.due_outbox(T0 + 5_000, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert_eq!(due[0].attempts, 1);
+    store
+        .mark_posted(due[2].id, T0 + 5_001, None)
+        .await
+        .unwrap();
+    store
+        .dead_letter(due[1].id, 2, T0 + 6_000, "channel_not_found")
+        .await
+        .unwrap();
+    let totals = store.channel_totals("chan").await.unwrap();
+    assert_eq!(
+        totals,
+        ChannelTotals {
+            occurrences_routed: 4,
+            occurrences_folded: 0,
+            messages_rolled_up: 0,
+            last_sent_ms: Some(T0 + 5_001),
+            last_digest_ms: None,
+            oldest_pending_ms: Some(T0),
+            messages_posted: 2,
+            occurrences_posted: 2,
+            messages_pending: 1,
+            occurrences_pending: 1,
+            messages_dead: 1,
+            occurrences_dead: 1,
+        }
+    );
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].error, "channel_not_found");
+    assert_eq!(dead[0].attempts, 2);
+}
+
+async fn per_channel_batches_do_not_starve_other_channels(store: &dyn Store) {
+    for i in 0..20 {
+        let d = delivery(
+            &format!("busy{i}"),
+            T0,
+            Some(alert(&format!("5-{i}"), Some(&format!("busy{i}")))),
+            &["busy"],
+        );
+        store.ingest(&d).await.unwrap();
+    }
+    let d = delivery("quiet", T0, Some(alert("6", Some("quiet"))), &["quiet"]);
+    store.ingest(&d).await.unwrap();
+    let due = store.due_outbox(T0, 5).await.unwrap();
+    assert_eq!(due.iter().filter(|i| i.channel == "busy").count(), 5);
+    assert_eq!(due.iter().filter(|i| i.channel == "quiet").count(), 1);
+}
+
+async fn prune_drops_what_is_past_retention(store: &dyn Store) {
+    let old = delivery("old", T0 - 100 * DAY_MS, Some(alert("7", Some("old"))), &[]);
+    store.ingest(&old).await.unwrap();
+    let new = delivery("new", T0, Some(alert("7", Some("new"))), &[]);
+    store.ingest(&new).await.unwrap();
+    assert!(store.prune(T0, 90).await.unwrap() >= 3);
+    // The old delivery and event are forgotten; the recent ones are still duplicates.
+    assert_eq!(
+        store.ingest(&new).await.unwrap(),
+        IngestOutcome::DuplicateDelivery
+    );
+    assert_eq!(
+        store.ingest(&old).await.unwrap(),
+        IngestOutcome::Stored {
+            counted: true,
+            queued: 0
+        }
+    );
+}
+
+async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
+    // cooldown 1800 s: the first occurrence posts, the next three fold.
+    for i in 0..4 {
+        let d = delivery(
+            &format!("cd{i}"),
+            T0 + i * 1000,
+            Some(alert("8", Some(&format!("cd{i}")))),
+            &["chan"],
+        );
+        let outcome = store.ingest(&d).await.unwrap();
+        let expected_queued = usize::from(i == 0);
+        assert_eq!(
+            outcome,
+            IngestOutcome::Stored {
+                counted: true,
+                queued: expected_queued
+            }
+        );
+    }
+    let totals = store.channel_totals("chan").await.unwrap();
+    assert_eq!(totals.occurrences_routed, 4);
+    assert_eq!(totals.occurrences_folded, 3);
+    assert_eq!(totals.occurrences_pending, 4, "1 queued + 3 folded");
+    // The worker must wake when the cooldown ends.
+    let end = T0 + 1_800_000;
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0));
+    let first = store.due_outbox(T0, 10).await.unwrap();
+    store
+        .mark_posted(first[0].id, T0 + 10, Some("1.5"))
+        .await
+        .unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), Some(end));
+    assert_eq!(
+        store.thread_ts("8", "chan").await.unwrap().as_deref(),
+        Some("1.5")
+    );
+    // Nothing before the end; one follow-up carrying all three at the end.
+    assert_eq!(store.release_cooldowns(end - 1).await.unwrap(), 0);
+    assert_eq!(store.release_cooldowns(end).await.unwrap(), 1);
+    assert_eq!(store.release_cooldowns(end).await.unwrap(), 0);
+    let due = store.due_outbox(end, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].occurrences, 3);
+    match &due[0].message {
+        OutboxMessage::FollowUp {
+            folded, since_ms, ..
+        } => assert_eq!((*folded, *since_ms), (3, T0 + 1000)),
+        other => panic!("expected a follow-up, got {other:?}"),
+    }
+    // A new occurrence within the new cooldown folds again.
+    let d = delivery(
+        "cd-late",
+        end + 5,
+        Some(alert("8", Some("cd-late"))),
+        &["chan"],
+    );
+    assert_eq!(
+        store.ingest(&d).await.unwrap(),
+        IngestOutcome::Stored {
+            counted: true,
+            queued: 0
+        }
+    );
+    let totals = store.channel_totals("chan").await.unwrap();
+    assert_eq!(
+        totals.occurrences_routed,
+        totals.occurrences_posted + totals.occurrences_pending + totals.occurrences_dead
+    );
+}
+
+async fn a_rollup_replaces_the_backlog_atomically(store: &dyn Store) {
+    for i in 0..5 {
+        let d = delivery(
+            &format!("ru{i}"),
+            T0 + i,
+            Some(alert(&format!("9-{}", i % 2), Some(&format!("ru{i}")))),
+            &["chan"],
+        );
+        store.ingest(&d).await.unwrap();
+    }
+    // Issue 9-0 and 9-1 each posted once; the rest folded by the cooldown.
+    let items = store.channel_outbox("chan").await.unwrap();
+    assert_eq!(items.len(), 2);
+    let rollup = crate::storm::roll_up(&items);
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    assert!(
+        !store
+            .replace_with_rollup("chan", &[ids[0], 999_999], &rollup, T0)
+            .await
+            .unwrap(),
+        "a vanished row aborts the roll-up"
+    );
+    assert_eq!(store.channel_outbox("chan").await.unwrap().len(), 2);
+    // A message queued after the backlog was read stays, and goes out after the roll-up.
+    let late = delivery(
+        "ru-late",
+        T0 + 9,
+        Some(alert("9-late", Some("ru-late"))),
+        &["chan"],
+    );
+    store.ingest(&late).await.unwrap();
+    assert!(
+        store
+            .replace_with_rollup("chan", &ids, &rollup, T0)
+            .await
+            .unwrap()
+    );
+    let after = store.channel_outbox("chan").await.unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].occurrences, 2);
+    assert!(matches!(after[0].message, OutboxMessage::RollUp(_)));
+    assert_eq!(after[1].issue_key, "9-late");
+    let totals = store.channel_totals("chan").await.unwrap();
+    assert_eq!(totals.messages_rolled_up, 2);
+    assert_eq!(totals.occurrences_routed, 6);
+    assert_eq!(totals.occurrences_pending, 6);
+}
+
+async fn concurrent_deliveries_share_commits_and_each_gets_its_answer(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every body twice: exactly one of each pair is stored.
+            let d = delivery(
+                &format!("gc{}", i / 2),
+                T0,
+                Some(alert(&format!("g{}", i % 7), Some(&format!("gc{}", i / 2)))),
+                &[],
+            );
+            store.ingest(&d).await.unwrap()
+        }));
+    }
+    let mut stored = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            IngestOutcome::Stored { counted: true, .. } => stored += 1,
+            IngestOutcome::DuplicateDelivery => duplicates += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((stored, duplicates), (100, 100));
+    let mut total = 0;
+    for g in 0..7 {
+        total += store
+            .issue_stats(&format!("g{g}"), T0)
+            .await
+            .unwrap()
+            .week();
+    }
+    assert_eq!(total, 100);
+}
+
+async fn digest_inputs_follow_what_the_channel_received(store: &dyn Store) {
+    let mut no_digest = target("chan");
+    no_digest.digest = false;
+    for i in 0..3 {
+        let d = delivery(
+            &format!("dg{i}"),
+            T0 - i * DAY_MS,
+            Some(alert("10", Some(&format!("dg{i}")))),
+            &["chan"],
+        );
+        store.ingest(&d).await.unwrap();
+    }
+    let mut quiet = delivery("dg-x", T0, Some(alert("11", Some("dg-x"))), &[]);
+    quiet.targets = vec![no_digest];
+    store.ingest(&quiet).await.unwrap();
+    let notice = delivery("dg-n", T0, Some(alert("10", None)), &["chan"]);
+    store.ingest(&notice).await.unwrap();
+    let today = crate::counts::day_of(T0);
+    let days = store.channel_days("chan", today - 14, today).await.unwrap();
+    let occurrences: u64 = days.iter().map(|d| d.occurrences).sum();
+    let folded: u64 = days.iter().map(|d| d.folded).sum();
+    let notices: u64 = days.iter().map(|d| d.notices).sum();
+    assert_eq!(
+        (occurrences, notices),
+        (3, 1),
+        "a digest = false route is left out"
+    );
+    assert_eq!(folded, 2, "the two later arrivals were within the cooldown");
+    assert!(
+        days.iter()
+            .all(|d| d.project == "checkout" && d.environment == "production")
+    );
+    let issues = store.channel_issues("chan", today - 14).await.unwrap();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].issue_key, "10");
+    assert!(
+        issues[0].resolved_at_ms.is_some(),
+        "the notice was issue.resolved"
+    );
+}
+
+async fn a_digest_period_is_queued_once(store: &dyn Store) {
+    let message = OutboxMessage::Digest {
+        period_end_ms: T0,
+        message: crate::slack::SlackMessage {
+            text: "Weekly error digest".into(),
+            blocks: vec![],
+        },
+    };
+    assert!(store.queue_digest("chan", T0, &message, T0).await.unwrap());
+    assert!(
+        !store
+            .queue_digest("chan", T0, &message, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(store.queue_digest("other", T0, &message, T0).await.unwrap());
+    assert!(
+        store
+            .queue_digest("chan", T0 + 7 * DAY_MS, &message, T0)
+            .await
+            .unwrap()
+    );
+    let due = store.due_outbox(T0 + 1, 10).await.unwrap();
+    assert_eq!(due.iter().filter(|i| i.channel == "chan").count(), 2);
+    store.mark_posted(due[0].id, T0 + 2, None).await.unwrap();
+    assert_eq!(
+        store.channel_totals("chan").await.unwrap().last_digest_ms,
+        Some(T0 + 2)
+    );
+}
+
+/// Runs every behaviour against stores made by `open` (a fresh, empty store per call).
+async fn conformance<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    dedupes_deliveries_and_events(&*open().await).await;
+    counts_by_received_day(&*open().await).await;
+    notices_update_the_issue_but_are_not_counted(&*open().await).await;
+    outbox_lifecycle_keeps_the_accounting(&*open().await).await;
+    per_channel_batches_do_not_starve_other_channels(&*open().await).await;
+    prune_drops_what_is_past_retention(&*open().await).await;
+    cooldown_folds_repeats_and_releases_one_follow_up(&*open().await).await;
+    a_rollup_replaces_the_backlog_atomically(&*open().await).await;
+    concurrent_deliveries_share_commits_and_each_gets_its_answer(open().await).await;
+    digest_inputs_follow_what_the_channel_received(&*open().await).await;
+    a_digest_period_is_queued_once(&*open().await).await;
+}
+
+#[tokio::test]
+async fn a_digest_queued_before_a_restart_is_not_queued_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let message = OutboxMessage::Digest {
+        period_end_ms: T0,
+        message: crate::slack::SlackMessage {
+            text: "Weekly error digest".into(),
+            blocks: vec![],
+        },
+    };
+    let first = open(&url).await.unwrap();
+    assert!(first.queue_digest("chan", T0, &message, T0).await.unwrap());
+    drop(first);
+    let second = open(&url).await.unwrap();
+    assert!(!second.queue_digest("chan", T0, &message, T0).await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance(|| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let url = format!("sqlite://{}", dir.path().join(format!("s{i}.db")).display());
+        async move { open(&url).await.unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_memory_store() {
+    conformance(|| async { open("sqlite::memory:").await.unwrap() }).await;
+}
+
+#[tokio::test]
+async fn unknown_backends_are_refused_without_leaking_passwords() {
+    let err = match open("mysql://u:hunter2@h/db?password=hunter2").await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("mysql is not a backend"),
+    };
+    assert!(!err.contains("hunter2"), "{err}");
+}
