@@ -1,0 +1,309 @@
+//! Storm control end to end: cooldowns with follow-ups (threaded in Web API channels),
+//! roll-ups of a backlog, the per-channel rate limit, and the accounting invariant through a
+//! storm with 429s and a `kill -9` in the middle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::util::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn event_id(n: usize) -> String {
+    format!("{n:032x}")
+}
+
+#[tokio::test]
+async fn repeats_within_the_cooldown_become_one_follow_up() {
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.cool]
+webhook_url = "{slack}/hooks/cool"
+
+[[routes]]
+name = "cool"
+project = "cool"
+channels = ["cool"]
+cooldown = "1s"
+"#;
+    let server = TestServer::start(scratch.config(&slack, extra)).await;
+    let start = std::time::Instant::now();
+    for i in 0..5 {
+        server
+            .accept_event("700", &event_id(0x700 + i), "cool", "production")
+            .await;
+    }
+    let got = slack.wait_accepted(2, WAIT).await;
+    assert!(got[0].text().contains("heck is not defined"));
+    // Counts are read at send time, so the first message may already count some repeats.
+    assert!(got[0].text().contains(" · 30d: "), "{}", got[0].text());
+    let follow = got[1].text();
+    assert!(follow.starts_with("+4 since "), "{follow}");
+    assert!(follow.contains("7d: 5 · 30d: 5"), "{follow}");
+    // The cooldown runs from the first occurrence's arrival.
+    assert!(
+        got[1].at - start >= Duration::from_secs(1),
+        "the follow-up came before the cooldown ended"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(slack.received().len(), 2, "nothing else is posted");
+    let totals = scratch.store().await.channel_totals("cool").await.unwrap();
+    assert_eq!(
+        (
+            totals.occurrences_routed,
+            totals.occurrences_posted,
+            totals.occurrences_pending
+        ),
+        (5, 5, 0)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn web_api_follow_ups_reply_in_thread_and_update_the_original() {
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.threaded]
+slack_channel = "C0THREAD"
+
+[[routes]]
+name = "threaded"
+project = "threaded"
+channels = ["threaded"]
+cooldown = "1s"
+"#;
+    let server = TestServer::start(scratch.config(&slack, extra)).await;
+    for i in 0..3 {
+        let body = event_alert("800", &event_id(0x800 + i), "threaded", "production");
+        assert_eq!(
+            server.deliver("event_alert", &body).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let got = slack.wait_accepted(3, WAIT).await;
+    assert_eq!(got[0].path, "api/chat.postMessage");
+    assert!(got[0].body.get("thread_ts").is_none());
+    let root_ts = "1700000000.000001";
+    assert_eq!(got[1].path, "api/chat.postMessage");
+    assert_eq!(got[1].body["thread_ts"], root_ts, "{}", got[1].body);
+    assert!(got[1].text().starts_with("+2 since "), "{}", got[1].text());
+    assert_eq!(got[2].path, "api/chat.update");
+    assert_eq!(got[2].body["ts"], root_ts);
+    assert_eq!(got[2].body["channel"], "C0THREAD");
+    assert!(
+        got[2].text().contains("7d: 3 · 30d: 3"),
+        "{}",
+        got[2].text()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlog_past_max_backlog_is_rolled_up_into_one_summary() {
+    let slack = FakeSlack::start().await;
+    // The first send is rate limited for 2 s: meanwhile the backlog builds up.
+    slack.script([Reply::RateLimited {
+        retry_after_secs: 2,
+    }]);
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.busy]
+webhook_url = "{slack}/hooks/busy"
+max_backlog = 3
+
+[[routes]]
+name = "busy"
+project = "busy"
+channels = ["busy"]
+mention = "<!subteam^SBUSY>"
+"#;
+    let server = TestServer::start(scratch.config(&slack, extra)).await;
+    let first = event_alert("900", &event_id(0x900), "busy", "production");
+    assert_eq!(
+        server.deliver("event_alert", &first).await.0,
+        StatusCode::ACCEPTED
+    );
+    slack.wait_received(1, WAIT).await;
+    for i in 1..10 {
+        server
+            .accept_event(
+                &format!("9{i:02}"),
+                &event_id(0x900 + i),
+                "busy",
+                "production",
+            )
+            .await;
+    }
+    let got = slack.wait_accepted(1, WAIT).await;
+    // The roll-up takes the place of the oldest message it replaced: it goes out first.
+    let text = got[0].text();
+    // The backlog (more than 3 waiting) went out as one summary; a message queued after the
+    // last roll-up, when the backlog was short again, may follow on its own.
+    let rolled = text
+        .split_once(" issues, ")
+        .and_then(|(head, _)| head.rsplit(' ').next()?.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("not a roll-up: {text}"));
+    assert!(rolled >= 4, "{text}");
+    assert!(
+        text.contains(&format!("{rolled} issues, {rolled} events in the last")),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("<!subteam^SBUSY>"),
+        "the mention is kept: {text}"
+    );
+    assert_eq!(text.matches("• ").count(), rolled, "{text}");
+    let store = scratch.store().await;
+    wait_drained(&*store, "busy", WAIT).await;
+    let accepted = slack.accepted();
+    assert!(
+        accepted.len() <= 1 + (10 - rolled),
+        "{} messages",
+        accepted.len()
+    );
+    assert!(accepted.len() < 10, "storm control did not fold anything");
+    let totals = store.channel_totals("busy").await.unwrap();
+    assert!(totals.messages_rolled_up >= rolled as u64);
+    assert_eq!(
+        (totals.occurrences_posted, totals.occurrences_routed),
+        (10, 10)
+    );
+    server.stop().await;
+}
+
+/// Most requests the fake saw for `path` within any window of `window`.
+fn max_in_window(received: &[Received], path: &str, window: Duration) -> usize {
+    let times: Vec<_> = received
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.at)
+        .collect();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+use crate::util::fake_slack::Received;
+
+#[tokio::test]
+async fn a_storm_with_429s_and_a_kill_9_keeps_every_occurrence_accounted_for() {
+    const EVENTS: usize = 2_000;
+    const ISSUES: usize = 40;
+    let slack = FakeSlack::start().await;
+    slack.rate_limit_every(7, 1);
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.storm]
+webhook_url = "{slack}/hooks/storm"
+rate = "10/s"
+burst = 3
+max_backlog = 20
+
+[[routes]]
+name = "storm"
+project = "storm"
+channels = ["storm"]
+cooldown = "1s"
+"#;
+    let text = config_text(&slack, &scratch.db(), extra);
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..EVENTS)
+            .map(|i| {
+                event_alert(
+                    &format!("{}", 50_000 + i % ISSUES),
+                    &event_id(0x5_0000 + i),
+                    "storm",
+                    "production",
+                )
+            })
+            .collect(),
+    );
+    // Half the storm into one process, killed with -9 mid-storm; the rest into its successor.
+    let mut acknowledged = 0;
+    for half in [0..EVENTS / 2, EVENTS / 2..EVENTS] {
+        let process = Process::start(&text, &scratch).await;
+        let addr = process.addr;
+        let mut tasks = Vec::new();
+        for chunk in half.collect::<Vec<_>>().chunks(EVENTS / 2 / 16) {
+            let (bodies, chunk) = (bodies.clone(), chunk.to_vec());
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0;
+                for i in chunk {
+                    let url = format!("http://{addr}/sentry/webhook");
+                    let (status, _) = post_signed(&url, "event_alert", &bodies[i], SECRET).await;
+                    assert_eq!(status, StatusCode::ACCEPTED);
+                    ok += 1;
+                }
+                ok
+            }));
+        }
+        for t in tasks {
+            acknowledged += t.await.unwrap();
+        }
+        process.kill9();
+    }
+    assert_eq!(acknowledged, EVENTS);
+    assert!(!slack.received().is_empty());
+
+    // A final process drains everything, with nothing more arriving.
+    let last = Process::start(&text, &scratch).await;
+    let store = scratch.store().await;
+    let totals = wait_drained(&*store, "storm", Duration::from_secs(60)).await;
+    // Every acknowledged occurrence is accounted for, exactly.
+    assert_eq!(totals.occurrences_routed, EVENTS as u64);
+    assert_eq!(totals.occurrences_dead, 0, "{totals:?}");
+    assert_eq!(totals.occurrences_posted, EVENTS as u64, "{totals:?}");
+    // Storm control kept the channel readable.
+    let received = slack.received();
+    let storm: Vec<_> = received
+        .iter()
+        .filter(|r| r.path == "hooks/storm")
+        .collect();
+    assert!(
+        storm.len() < EVENTS / 5,
+        "{} requests for {EVENTS} events",
+        storm.len()
+    );
+    assert!(
+        totals.occurrences_folded > 0 && totals.messages_rolled_up > 0,
+        "{totals:?}"
+    );
+    // Never above the channel's rate: GCRA allows `burst` at once, then 10/s. Within any
+    // window of 1 s that is at most 3 + 10, one more for edges measured at the receiver.
+    let max = max_in_window(&received, "hooks/storm", Duration::from_secs(1));
+    assert!(max <= 14, "{max} requests within one second");
+    // /metrics shows the same terms.
+    let metrics = reqwest::get(format!("http://{}/metrics", last.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: HashMap<&str, &str> = metrics
+        .lines()
+        .filter(|l| l.contains("channel=\"storm\""))
+        .filter_map(|l| l.split_once("{channel=\"storm\"} "))
+        .collect();
+    assert_eq!(
+        series["sluice_occurrences_routed_total"],
+        EVENTS.to_string()
+    );
+    assert_eq!(
+        series["sluice_occurrences_posted_total"],
+        EVENTS.to_string()
+    );
+    assert_eq!(series["sluice_occurrences_pending"], "0");
+    assert_eq!(series["sluice_occurrences_dead_total"], "0");
+    last.kill9();
+}

@@ -1,0 +1,253 @@
+//! A fake Slack on port 0: records every request and answers what the test told it to —
+//! success, 429 with Retry-After, 5xx, or one of Slack's error strings — for both incoming
+//! webhooks (`/hooks/{name}`) and the Web API (`/api/chat.postMessage`, `/api/chat.update`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// How the fake answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Success (`ok` for webhooks, `{"ok":true,"ts":…}` for the Web API).
+    Ok,
+    /// HTTP 429 with `Retry-After: secs`.
+    RateLimited { retry_after_secs: u64 },
+    /// HTTP 500.
+    ServerError,
+    /// Slack's permanent error string: 404 + text for webhooks, `ok:false` for the Web API.
+    SlackError(&'static str),
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `hooks/NAME` or `api/METHOD`.
+    pub path: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
+    /// How the fake answered.
+    pub reply: String,
+}
+
+impl Received {
+    /// The message's text fallback.
+    pub fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Every n-th request (0 = never) is answered 429 with this Retry-After.
+    rate_limit_every: Mutex<(u64, u64)>,
+    requests: Mutex<u64>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Option<Reply>>,
+    received: Mutex<Vec<Received>>,
+    arrived: Notify,
+    next_ts: Mutex<u64>,
+}
+
+/// Handle to a running fake Slack.
+#[derive(Clone)]
+pub struct FakeSlack {
+    inner: Arc<Inner>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl FakeSlack {
+    /// Starts the fake on a free loopback port; it answers `Ok` until told otherwise.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        *inner.default.lock().unwrap() = Some(Reply::Ok);
+        let app = Router::new()
+            .route("/hooks/{name}", post(webhook))
+            .route("/api/{method}", post(web_api))
+            .with_state(inner.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { inner, base }
+    }
+
+    /// The webhook URL of channel `name`.
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!("{}/hooks/{name}", self.base)
+    }
+
+    /// The Web API base URL.
+    pub fn api_base(&self) -> String {
+        format!("{}/api", self.base)
+    }
+
+    /// Answers the next requests with `replies`, in order, then with the default again.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.script.lock().unwrap().extend(replies);
+    }
+
+    /// Answers every request not scripted with `reply`.
+    pub fn set_default(&self, reply: Reply) {
+        *self.inner.default.lock().unwrap() = Some(reply);
+    }
+
+    /// Answers every `n`-th request with 429 and `Retry-After: retry_after_secs`.
+    pub fn rate_limit_every(&self, n: u64, retry_after_secs: u64) {
+        *self.inner.rate_limit_every.lock().unwrap() = (n, retry_after_secs);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Requests that the fake accepted (answered `Ok`).
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.reply == "Ok")
+            .collect()
+    }
+
+    /// Waits until at least `n` requests were accepted, or panics after `timeout`.
+    pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, |f| f.accepted().len() >= n).await;
+        self.accepted()
+    }
+
+    /// Waits until at least `n` requests arrived, whatever the answer, or panics after
+    /// `timeout`.
+    pub async fn wait_received(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, |f| f.received().len() >= n).await;
+        self.received()
+    }
+
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            if done(self) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "fake Slack: condition not met within {timeout:?}; received {:#?}",
+                    self.received()
+                );
+            }
+            let _ = tokio::time::timeout(left, arrived).await;
+        }
+    }
+
+    fn next_reply(&self) -> Reply {
+        let count = {
+            let mut n = self.inner.requests.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        let (every, retry_after_secs) = *self.inner.rate_limit_every.lock().unwrap();
+        if every > 0 && count.is_multiple_of(every) {
+            return Reply::RateLimited { retry_after_secs };
+        }
+        self.inner
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .or_else(|| self.inner.default.lock().unwrap().clone())
+            .unwrap_or(Reply::Ok)
+    }
+}
+
+/// Picks the reply for a request and records both.
+fn answer(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes) -> Reply {
+    let fake = FakeSlack {
+        inner: inner.clone(),
+        base: String::new(),
+    };
+    let reply = fake.next_reply();
+    record(inner, path, headers, body, &reply);
+    reply
+}
+
+fn record(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes, reply: &Reply) {
+    let body = serde_json::from_slice(body).unwrap_or(Value::Null);
+    inner.received.lock().unwrap().push(Received {
+        path,
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body,
+        at: Instant::now(),
+        reply: format!("{reply:?}"),
+    });
+    inner.arrived.notify_waiters();
+}
+
+async fn webhook(
+    State(inner): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = answer(&inner, format!("hooks/{name}"), &headers, &body);
+    match reply {
+        Reply::Ok => (StatusCode::OK, "ok").into_response(),
+        Reply::RateLimited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after_secs.to_string())],
+            "rate_limited",
+        )
+            .into_response(),
+        Reply::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error").into_response(),
+        Reply::SlackError(error) => (StatusCode::NOT_FOUND, error).into_response(),
+    }
+}
+
+async fn web_api(
+    State(inner): State<Arc<Inner>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = answer(&inner, format!("api/{method}"), &headers, &body);
+    match reply {
+        Reply::Ok => {
+            let ts = {
+                let mut n = inner.next_ts.lock().unwrap();
+                *n += 1;
+                format!("1700000000.{:06}", *n)
+            };
+            axum::Json(json!({"ok": true, "ts": ts, "channel": "C0123456789"})).into_response()
+        }
+        Reply::RateLimited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after_secs.to_string())],
+            axum::Json(json!({"ok": false, "error": "ratelimited"})),
+        )
+            .into_response(),
+        Reply::ServerError => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Reply::SlackError(error) => {
+            axum::Json(json!({"ok": false, "error": error})).into_response()
+        }
+    }
+}
