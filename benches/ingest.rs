@@ -1,0 +1,1117 @@
+//! Ingest benchmark: `cargo bench --bench ingest`.
+//!
+//! Prints one table from one run on this machine. Every target runs as its own process, so the
+//! RSS in the table is that process's peak (`VmHWM` from `/proc/<pid>/status`), not the
+//! benchmark's. The load generator and the sink (the Slack stand-in every target posts to) run
+//! in this process, on the same cores.
+//!
+//! - `ceiling`: a bare axum handler that verifies the HMAC, parses the payload and answers 202,
+//!   with no store: the most any ingest path on this machine can do. It is this same binary,
+//!   re-executed with `SLUICE_BENCH_ROLE=ceiling`.
+//! - `sluice (sqlite)`: the release `sluice` binary (`sluice serve -c routes.toml`) with its
+//!   SQLite store, its delivery worker posting to the sink.
+//! - `alertmanager`: Prometheus Alertmanager (`/usr/bin/prometheus-alertmanager`, Debian's
+//!   `prometheus-alertmanager` package) with a 10-route tree whose receivers are webhooks to the
+//!   sink, fed the equivalent alert stream on `POST /api/v2/alerts`, one alert per request.
+//!   Skipped, with a note, when the binary is absent.
+//! - `naive python relay`: `benches/naive_relay.py`, what a user would otherwise write: verify,
+//!   parse, pick a channel, POST to the sink synchronously, answer 202. Skipped when `python3`
+//!   is absent.
+//!
+//! Every target gets its own deliveries: signed ~4 KB `event_alert` payloads built from the real
+//! fixture (for Alertmanager, one alert of about the same size carrying the same fields), all
+//! distinct (distinct event ids over 200 issues, 5 projects × 2 environments), each sent exactly
+//! once, from 64 concurrent connections. Any answer other than the target's success status is an
+//! error. After the load, Sluice's delivery worker is given time to drain, then the idle latency
+//! is measured: one delivery at a time, from sending the webhook to the sink receiving the Slack
+//! request.
+//!
+//! Knobs (environment): `BENCH_REQUESTS` (default 10000), `BENCH_CONNECTIONS` (default 64),
+//! `SLUICE_BIN` (the `sluice` binary; default: the one `cargo bench` builds along with the
+//! benchmark, `CARGO_BIN_EXE_sluice`), `ALERTMANAGER_BIN` (default `/usr/bin/prometheus-alertmanager`),
+//! `PYTHON` (default `python3`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+const SECRET: &str = "bench-client-secret";
+/// Environment variable that turns this binary into one of its helper processes.
+const ROLE_ENV: &str = "SLUICE_BENCH_ROLE";
+
+// ---------------------------------------------------------------------------------------------
+// Workload
+
+/// One HTTP request of the load: body and headers, cheap to clone.
+#[derive(Clone)]
+struct Request {
+    body: Bytes,
+    headers: Vec<(&'static str, String)>,
+}
+
+/// The fields of the i-th event of the stream, shared by the Sentry and Alertmanager forms.
+struct EventSpec {
+    project: String,
+    environment: &'static str,
+    issue: String,
+    event_id: String,
+}
+
+fn event_spec(i: usize, tag: &str) -> EventSpec {
+    EventSpec {
+        project: format!("service-{}", i % 5),
+        environment: if (i / 5).is_multiple_of(2) {
+            "production"
+        } else {
+            "staging"
+        },
+        issue: format!("{}", 1_000_000 + i % 200),
+        event_id: format!("{tag}{:0>width$x}", i, width = 32 - tag.len()),
+    }
+}
+
+fn fixture() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/sentry/event_alert.triggered.json"
+    );
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).unwrap()
+}
+
+/// The fixture with the i-th event's fields filled in.
+fn sentry_payload(template: &Value, s: &EventSpec) -> Value {
+    let mut v = template.clone();
+    let e = &mut v["data"]["event"];
+    e["event_id"] = s.event_id.clone().into();
+    e["issue_id"] = s.issue.clone().into();
+    e["environment"] = s.environment.into();
+    e["url"] = format!(
+        "https://sentry.io/api/0/projects/acme/{}/events/{}/",
+        s.project, s.event_id
+    )
+    .into();
+    e["web_url"] = format!(
+        "https://sentry.io/organizations/acme/issues/{}/events/{}/",
+        s.issue, s.event_id
+    )
+    .into();
+    v
+}
+
+/// `n` distinct signed `event_alert` deliveries. `tag` prefixes the event ids, so deliveries
+/// built with different tags never collide.
+fn sentry_deliveries(n: usize, tag: &str) -> Vec<Request> {
+    signed_deliveries((0..n).map(|i| event_spec(i, tag)))
+}
+
+/// Deliveries for the idle-latency probe: project `idle-probe`, each its own fresh issue.
+fn probe_deliveries(n: usize) -> Vec<Request> {
+    signed_deliveries((0..n).map(|i| EventSpec {
+        project: "idle-probe".into(),
+        issue: format!("{}", 9_000_000 + i),
+        ..event_spec(i, "b")
+    }))
+}
+
+fn signed_deliveries(specs: impl Iterator<Item = EventSpec>) -> Vec<Request> {
+    let template = fixture();
+    specs
+        .map(|spec| {
+            let body = serde_json::to_vec(&sentry_payload(&template, &spec)).unwrap();
+            let signature = sluice::sentry::sign(&body, SECRET.as_bytes());
+            Request {
+                body: body.into(),
+                headers: vec![
+                    ("sentry-hook-resource", "event_alert".into()),
+                    ("sentry-hook-signature", signature),
+                    ("content-type", "application/json".into()),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// `n` distinct Alertmanager alerts, one per request (`POST /api/v2/alerts` takes a JSON array),
+/// carrying the same event as labels (`alertname`, `project`, `environment`, `issue`,
+/// `event_id`, `level`) and annotations (title, culprit, links, and the event itself as text,
+/// cut so the request is about the size of the Sentry delivery).
+fn alertmanager_alerts(n: usize, tag: &str, target_size: usize) -> Vec<Request> {
+    let template = fixture();
+    let starts_at = jiff::Timestamp::now().to_string();
+    let alert = |i: usize, detail_chars: Option<usize>| -> Vec<u8> {
+        let s = event_spec(i, tag);
+        let v = sentry_payload(&template, &s);
+        let e = &v["data"]["event"];
+        let mut detail = e.to_string();
+        if let Some(k) = detail_chars {
+            detail.truncate(detail.floor_char_boundary(k));
+        }
+        serde_json::to_vec(&json!([{
+            "labels": {
+                "alertname": "SentryEventAlert",
+                "project": s.project,
+                "environment": s.environment,
+                "issue": s.issue,
+                "event_id": s.event_id,
+                "level": e["level"],
+            },
+            "annotations": {
+                "title": e["title"],
+                "culprit": e["culprit"],
+                "url": e["url"],
+                "web_url": e["web_url"],
+                "event": detail,
+            },
+            "startsAt": starts_at,
+            "generatorURL": e["web_url"],
+        }]))
+        .unwrap()
+    };
+    // Find how much of the event text fits in `target_size`, once.
+    let full = alert(0, None).len();
+    let mut k = full.saturating_sub(full.saturating_sub(target_size) * 2);
+    while k > 0 && alert(0, Some(k)).len() > target_size {
+        k -= 16;
+    }
+    (0..n)
+        .map(|i| Request {
+            body: alert(i, Some(k)).into(),
+            headers: vec![("content-type", "application/json".into())],
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sink (the Slack stand-in)
+
+/// How the sink answers.
+const SINK_OK: u8 = 0;
+/// 429 with `Retry-After: 1`: Slack throttling.
+const SINK_THROTTLED: u8 = 1;
+/// 503: Slack down.
+const SINK_DOWN: u8 = 2;
+
+/// Stands in for Slack: answers as `mode` says, counts what it accepted, and keeps the arrival
+/// time of every request per channel (for the storm run's rate check).
+#[derive(Default)]
+struct Sink {
+    received: AtomicU64,
+    arrived: Notify,
+    mode: std::sync::atomic::AtomicU8,
+    arrivals: std::sync::Mutex<Vec<(String, Instant)>>,
+}
+
+impl Sink {
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+async fn start_sink() -> (Arc<Sink>, String) {
+    let sink = Arc::new(Sink::default());
+    let app = Router::new()
+        .route(
+            "/hooks/{name}",
+            post(
+                |State(s): State<Arc<Sink>>,
+                 axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    s.arrivals.lock().unwrap().push((name, Instant::now()));
+                    match s.mode.load(Ordering::SeqCst) {
+                        SINK_THROTTLED => {
+                            return (
+                                StatusCode::TOO_MANY_REQUESTS,
+                                [("retry-after", "1")],
+                                "rate_limited",
+                            );
+                        }
+                        SINK_DOWN => {
+                            return (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                [("retry-after", "")],
+                                "down",
+                            );
+                        }
+                        _ => {}
+                    }
+                    s.received.fetch_add(1, Ordering::SeqCst);
+                    s.arrived.notify_waiters();
+                    (StatusCode::OK, [("retry-after", "")], "ok")
+                },
+            ),
+        )
+        .with_state(sink.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (sink, base)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target processes
+
+/// A target running as a child process; killed when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with its stdout and stderr going to `<dir>/<file>.log`.
+    fn spawn(name: &'static str, mut cmd: Command, dir: &Path, file: &str) -> Result<Proc, String> {
+        let log = dir.join(format!("{file}.log"));
+        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        Ok(Proc { name, child, log })
+    }
+
+    /// Waits until `GET url` answers 2xx (or the process dies, or 30 s pass).
+    async fn wait_ready(&mut self, url: &str) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}): {}",
+                    self.name,
+                    self.log_tail()
+                ));
+            }
+            if client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "{} not ready after 30 s: {}",
+            self.name,
+            self.log_tail()
+        ))
+    }
+
+    /// Peak resident set size of the process so far, in MiB (`VmHWM`).
+    fn peak_rss_mib(&self) -> f64 {
+        proc_status_kib(self.child.id(), "VmHWM:").map_or(f64::NAN, |kib| kib / 1024.0)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A loopback port that is free right now (the target binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ceiling: a helper mode of this binary
+
+/// `SLUICE_BENCH_ROLE=ceiling`: verify + parse + 202, nothing else, on `SLUICE_BENCH_LISTEN`.
+fn ceiling_main() {
+    async fn handler(headers: HeaderMap, body: Bytes) -> StatusCode {
+        let sig = headers
+            .get("sentry-hook-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !sluice::sentry::verify_signature(&body, sig, &[SECRET]) {
+            return StatusCode::UNAUTHORIZED;
+        }
+        match sluice::sentry::parse("event_alert", &body, &Default::default()) {
+            Ok(_) => StatusCode::ACCEPTED,
+            Err(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+    let listen = std::env::var("SLUICE_BENCH_LISTEN").expect("SLUICE_BENCH_LISTEN");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let listener = TcpListener::bind(&listen).await.unwrap();
+            let app = Router::new()
+                .route("/sentry/webhook", post(handler))
+                .route("/healthz", get(|| async { "ok" }));
+            axum::serve(listener, app).await.unwrap()
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator
+
+struct Run {
+    requests: usize,
+    errors: usize,
+    /// Non-success answers by status (`"timeout"`, `"connect"` … for transport errors).
+    error_kinds: BTreeMap<String, usize>,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> Duration {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i.min(self.latencies.len() - 1)]
+    }
+    fn max(&self) -> Duration {
+        *self.latencies.last().unwrap()
+    }
+}
+
+/// Sends every request exactly once, over `connections` concurrent connections (one task per
+/// connection, each sending its next request when the previous one is answered). The latency
+/// of a request is from starting to send it to having the answer's status. An answer is a
+/// success only when `ok(status)`.
+async fn load(
+    url: &str,
+    work: Vec<Request>,
+    connections: usize,
+    ok: fn(StatusCode) -> bool,
+) -> Run {
+    let work = Arc::new(work);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, work, next, url) =
+            (client.clone(), work.clone(), next.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = BTreeMap::<String, usize>::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(r) = work.get(i) else { break };
+                let mut req = client.post(&url).body(r.body.clone());
+                for (k, v) in &r.headers {
+                    req = req.header(*k, v);
+                }
+                let t = Instant::now();
+                let resp = req.send().await;
+                lat.push(t.elapsed());
+                let kind = match resp {
+                    Ok(resp) if ok(resp.status()) => continue,
+                    Ok(resp) => resp.status().as_u16().to_string(),
+                    Err(e) if e.is_timeout() => "timeout".into(),
+                    Err(e) if e.is_connect() => "connect".into(),
+                    Err(_) => "transport".into(),
+                };
+                *errors.entry(kind).or_default() += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut error_kinds = BTreeMap::new();
+    for t in tasks {
+        let (lat, errors) = t.await.unwrap();
+        latencies.extend(lat);
+        for (k, v) in errors {
+            *error_kinds.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    Run {
+        requests: latencies.len(),
+        errors: error_kinds.values().sum(),
+        error_kinds,
+        elapsed,
+        latencies,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections: one function per target
+
+struct Bench {
+    n: usize,
+    connections: usize,
+    dir: tempfile::TempDir,
+    sink: Arc<Sink>,
+    sink_base: String,
+    /// Size of one Sentry delivery, in bytes.
+    delivery_size: usize,
+}
+
+/// One row of the table: a measured run, or why the target was skipped.
+struct Row {
+    name: &'static str,
+    result: Result<Measured, String>,
+}
+
+struct Measured {
+    run: Run,
+    /// Peak RSS of the target process, MiB.
+    rss_mib: f64,
+}
+
+fn is_202(s: StatusCode) -> bool {
+    s == StatusCode::ACCEPTED
+}
+
+fn is_2xx(s: StatusCode) -> bool {
+    s.is_success()
+}
+
+async fn run_ceiling(b: &Bench) -> Row {
+    let result = async {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(exe);
+        cmd.env(ROLE_ENV, "ceiling")
+            .env("SLUICE_BENCH_LISTEN", &addr);
+        let mut proc = Proc::spawn("ceiling", cmd, b.dir.path(), "ceiling")?;
+        proc.wait_ready(&format!("http://{addr}/healthz")).await?;
+        let url = format!("http://{addr}/sentry/webhook");
+        let run = load(&url, sentry_deliveries(b.n, "c"), b.connections, is_202).await;
+        Ok(Measured {
+            run,
+            rss_mib: proc.peak_rss_mib(),
+        })
+    }
+    .await;
+    Row {
+        name: "ceiling",
+        result,
+    }
+}
+
+/// Idle latency of Sluice, measured after the load drained.
+struct Idle {
+    drained_after: Duration,
+    delivered_by_load: u64,
+    latencies: Vec<Duration>,
+}
+
+/// The `sluice` binary: `SLUICE_BIN`, else the one `cargo bench` built along with this benchmark
+/// (`CARGO_BIN_EXE_sluice`), else `sluice` in the parent of this benchmark's `deps/` directory.
+fn sluice_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SLUICE_BIN") {
+        return Ok(p.into());
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_sluice") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("sluice"))
+        .ok_or("no parent directory")?;
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release --bin sluice` or set SLUICE_BIN",
+            p.display()
+        ))
+    }
+}
+
+fn write_sluice_config(dir: &Path, listen: &str, sink_base: &str, extra: &str) -> PathBuf {
+    let path = dir.join("routes.toml");
+    let text = format!(
+        r#"
+default_channel = "errors"
+[server]
+listen = "{listen}"
+[sentry]
+client_secrets = ["{SECRET}"]
+[storage]
+url = "sqlite://{db}"
+[channels.errors]
+webhook_url = "{sink_base}/hooks/errors"
+[channels.prod]
+webhook_url = "{sink_base}/hooks/prod"
+# Only for the idle-latency probe (project "idle-probe"): no storm limits, so the probe times
+# the pipeline, not the rate limiter. The load never matches it.
+[channels.probe]
+webhook_url = "{sink_base}/hooks/probe"
+rate = "1000/s"
+burst = 1000
+[[routes]]
+name = "idle probe"
+project = "idle-probe"
+channels = ["probe"]
+cooldown = "0s"
+{extra}
+[[routes]]
+environment = "production"
+channels = ["prod"]
+"#,
+        db = dir.join("sluice.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the release `sluice` binary on a fresh database in `dir`; returns it and its base URL.
+async fn start_sluice(b: &Bench, dir: &Path, extra: &str) -> Result<(Proc, String), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = write_sluice_config(dir, &addr, &b.sink_base, extra);
+    let bin = sluice_bin()?;
+    eprintln!("bench: sluice binary {}", bin.display());
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg("-c").arg(&config);
+    let mut proc = Proc::spawn("sluice", cmd, dir, "sluice")?;
+    proc.wait_ready(&format!("http://{addr}/readyz")).await?;
+    Ok((proc, format!("http://{addr}")))
+}
+
+async fn run_sluice(b: &Bench) -> (Row, Option<Idle>) {
+    let result = async {
+        let (proc, base) = start_sluice(b, &b.dir.path().join("sluice"), "").await?;
+        let url = format!("{base}/sentry/webhook");
+        let before = b.sink.received();
+        let run = load(&url, sentry_deliveries(b.n, "a"), b.connections, is_202).await;
+        let idle = sluice_idle_latency(b, &url, before).await;
+        Ok((
+            Measured {
+                run,
+                rss_mib: proc.peak_rss_mib(),
+            },
+            idle,
+        ))
+    }
+    .await;
+    match result {
+        Ok((m, idle)) => (
+            Row {
+                name: "sluice (sqlite)",
+                result: Ok(m),
+            },
+            Some(idle),
+        ),
+        Err(e) => (
+            Row {
+                name: "sluice (sqlite)",
+                result: Err(e),
+            },
+            None,
+        ),
+    }
+}
+
+/// Waits for Sluice's worker to deliver what the load queued: until the sink has one message
+/// per delivery, or has received nothing for 5 s (storm control holds back and rolls up
+/// messages), at most 60 s. Then sends 30 probe deliveries one at a time and times each from
+/// sending the webhook to the sink receiving the Slack request.
+async fn sluice_idle_latency(b: &Bench, url: &str, sink_before: u64) -> Idle {
+    let sink = &b.sink;
+    let want = sink_before + b.n as u64;
+    let drain_start = Instant::now();
+    let (mut last_count, mut last_arrival) = (sink.received(), drain_start);
+    while sink.received() < want
+        && last_arrival.elapsed() < Duration::from_secs(5)
+        && drain_start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if sink.received() != last_count {
+            (last_count, last_arrival) = (sink.received(), Instant::now());
+        }
+    }
+    let drained_after = last_arrival.duration_since(drain_start);
+    let delivered_by_load = sink.received() - sink_before;
+    let mut latencies = Vec::new();
+    let client = reqwest::Client::new();
+    for d in probe_deliveries(30) {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let before = sink.received();
+        let arrived = sink.arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let mut req = client.post(url).body(d.body);
+        for (k, v) in &d.headers {
+            req = req.header(*k, v);
+        }
+        let t = Instant::now();
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        while sink.received() == before {
+            if tokio::time::timeout(Duration::from_secs(10), arrived.as_mut())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            arrived.set(sink.arrived.notified());
+            arrived.as_mut().enable();
+        }
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    Idle {
+        drained_after,
+        delivered_by_load,
+        latencies,
+    }
+}
+
+const ALERTMANAGER_BIN: &str = "/usr/bin/prometheus-alertmanager";
+
+/// Alertmanager's config: a 10-route tree (5 projects × 2 environments), each route its own
+/// webhook receiver on the sink, plus the root's default receiver.
+fn alertmanager_config(sink_base: &str) -> String {
+    let mut routes = String::new();
+    let mut receivers = format!(
+        "  - name: default\n    webhook_configs:\n      - url: '{sink_base}/hooks/default'\n        send_resolved: false\n"
+    );
+    for p in 0..5 {
+        for env in ["production", "staging"] {
+            let name = format!("service-{p}-{env}");
+            routes.push_str(&format!(
+                "    - receiver: {name}\n      matchers: ['project=\"service-{p}\"', 'environment=\"{env}\"']\n"
+            ));
+            receivers.push_str(&format!(
+                "  - name: {name}\n    webhook_configs:\n      - url: '{sink_base}/hooks/{name}'\n        send_resolved: false\n"
+            ));
+        }
+    }
+    format!(
+        "route:\n  receiver: default\n  group_by: ['project', 'environment', 'issue']\n  group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 4h\n  routes:\n{routes}receivers:\n{receivers}"
+    )
+}
+
+async fn run_alertmanager(b: &Bench) -> (Row, Option<String>) {
+    let name = "alertmanager";
+    let bin = std::env::var("ALERTMANAGER_BIN").unwrap_or_else(|_| ALERTMANAGER_BIN.into());
+    if !Path::new(&bin).exists() {
+        let note = format!("skipped: {bin} not found (apt-get install prometheus-alertmanager)");
+        return (
+            Row {
+                name,
+                result: Err(note),
+            },
+            None,
+        );
+    }
+    let result = async {
+        let dir = b.dir.path().join("alertmanager");
+        std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(&config, alertmanager_config(&b.sink_base)).map_err(|e| e.to_string())?;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=");
+        let mut proc = Proc::spawn(name, cmd, &dir, "alertmanager")?;
+        proc.wait_ready(&format!("http://{addr}/-/ready")).await?;
+        let url = format!("http://{addr}/api/v2/alerts");
+        let work = alertmanager_alerts(b.n, "m", b.delivery_size);
+        let size = work[0].body.len();
+        let before = b.sink.received();
+        let run = load(&url, work, b.connections, is_2xx).await;
+        let rss_mib = proc.peak_rss_mib();
+        // Let its first group_wait pass, to show the route tree reaches the sink.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let notes = format!(
+            "alertmanager: one alert of {size} B per request; {} grouped notifications reached the sink within 2 s after the load",
+            b.sink.received() - before
+        );
+        Ok((Measured { run, rss_mib }, notes))
+    }
+    .await;
+    match result {
+        Ok((m, notes)) => (
+            Row {
+                name,
+                result: Ok(m),
+            },
+            Some(notes),
+        ),
+        Err(e) => (
+            Row {
+                name,
+                result: Err(e),
+            },
+            None,
+        ),
+    }
+}
+
+async fn run_naive(b: &Bench) -> Row {
+    let name = "naive python relay";
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/naive_relay.py");
+    let result = async {
+        let port = free_port();
+        let mut cmd = Command::new(&python);
+        cmd.arg(script)
+            .arg(port.to_string())
+            .arg(&b.sink_base)
+            .env("SENTRY_CLIENT_SECRET", SECRET);
+        let mut proc =
+            Proc::spawn(name, cmd, b.dir.path(), "naive").map_err(|e| format!("skipped: {e}"))?;
+        proc.wait_ready(&format!("http://127.0.0.1:{port}/healthz"))
+            .await?;
+        let url = format!("http://127.0.0.1:{port}/sentry/webhook");
+        let run = load(&url, sentry_deliveries(b.n, "n"), b.connections, is_202).await;
+        Ok(Measured {
+            run,
+            rss_mib: proc.peak_rss_mib(),
+        })
+    }
+    .await;
+    Row { name, result }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+/// Sluice ingesting the same kind of load while the sink (Slack) answers `mode`: ingest must
+/// not slow down, whatever Slack does.
+async fn run_sluice_with_slack(b: &Bench, name: &'static str, mode: u8, tag: &str) -> Row {
+    let result = async {
+        let (proc, base) = start_sluice(b, &b.dir.path().join(tag), "").await?;
+        b.sink.mode.store(mode, Ordering::SeqCst);
+        let url = format!("{base}/sentry/webhook");
+        let run = load(&url, sentry_deliveries(b.n, tag), b.connections, is_202).await;
+        b.sink.mode.store(SINK_OK, Ordering::SeqCst);
+        Ok(Measured {
+            run,
+            rss_mib: proc.peak_rss_mib(),
+        })
+    }
+    .await;
+    b.sink.mode.store(SINK_OK, Ordering::SeqCst);
+    Row { name, result }
+}
+
+/// The storm run's results.
+struct Storm {
+    events: usize,
+    issues: usize,
+    errors: usize,
+    messages: usize,
+    max_per_second: usize,
+    terms: Vec<(String, String)>,
+}
+
+/// 20,000 events of 50 issues into one channel with the default storm limits (1/s, burst 3,
+/// max_backlog 20, cooldown 30m): what reaches Slack, how fast, and the accounting terms.
+async fn run_storm(b: &Bench) -> Result<Storm, String> {
+    const EVENTS: usize = 20_000;
+    const ISSUES: usize = 50;
+    let extra = r#"
+[channels.storm]
+webhook_url = "SINK/hooks/storm"
+[[routes]]
+name = "storm"
+project = "storm"
+channels = ["storm"]
+"#
+    .replace("SINK", &b.sink_base);
+    let (_proc, base) = start_sluice(b, &b.dir.path().join("storm"), &extra).await?;
+    let start = b.sink.arrivals.lock().unwrap().len();
+    let requests = signed_deliveries((0..EVENTS).map(|i| EventSpec {
+        project: "storm".into(),
+        environment: "production",
+        issue: format!("{}", 7_000_000 + i % ISSUES),
+        event_id: format!("5707{i:028x}"),
+    }));
+    let run = load(
+        &format!("{base}/sentry/webhook"),
+        requests,
+        b.connections,
+        is_202,
+    )
+    .await;
+    // Let the worker work through what is due (follow-ups wait for the 30 min cooldown).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let arrivals: Vec<Instant> = b.sink.arrivals.lock().unwrap()[start..]
+        .iter()
+        .filter(|(name, _)| name == "storm")
+        .map(|(_, t)| *t)
+        .collect();
+    let mut max_per_second = 0;
+    let mut lo = 0;
+    for hi in 0..arrivals.len() {
+        while arrivals[hi] - arrivals[lo] >= Duration::from_secs(1) {
+            lo += 1;
+        }
+        max_per_second = max_per_second.max(hi - lo + 1);
+    }
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let terms = metrics
+        .lines()
+        .filter_map(|l| l.split_once("{channel=\"storm\"} "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(Storm {
+        events: EVENTS,
+        issues: ISSUES,
+        errors: run.errors,
+        messages: arrivals.len(),
+        max_per_second,
+        terms,
+    })
+}
+
+fn print_storm(storm: &Result<Storm, String>) {
+    let s = match storm {
+        Ok(s) => s,
+        Err(e) => return println!("storm run: skipped: {e}"),
+    };
+    let term = |name: &str| {
+        s.terms
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (routed, posted, pending, dead) = (
+        term("sluice_occurrences_routed_total"),
+        term("sluice_occurrences_posted_total"),
+        term("sluice_occurrences_pending"),
+        term("sluice_occurrences_dead_total"),
+    );
+    println!(
+        "storm: {} events of {} issues into one channel (rate 1/s, burst 3, max_backlog 20, cooldown 30m), {} ingest errors",
+        s.events, s.issues, s.errors
+    );
+    println!(
+        "storm: Slack received {} requests, at most {} within any 1 s (limit: burst 3 + 1/s)",
+        s.messages, s.max_per_second
+    );
+    println!(
+        "storm: routed {routed} = posted {posted} + pending {pending} + dead {dead}: {} ({} unaccounted); folded by cooldown {}, messages rolled up {}",
+        if routed == posted + pending + dead {
+            "holds"
+        } else {
+            "BROKEN"
+        },
+        routed as i64 - (posted + pending + dead) as i64,
+        term("sluice_occurrences_folded_total"),
+        term("sluice_messages_rolled_up_total"),
+    );
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn print_table(b: &Bench, rows: &[Row]) {
+    println!();
+    println!(
+        "ingest benchmark: {} distinct signed event_alert deliveries of {} B per target, {} connections, {} cores",
+        b.n,
+        b.delivery_size,
+        b.connections,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<20} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8}",
+        "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "RSS MiB"
+    );
+    for row in rows {
+        match &row.result {
+            Ok(m) => println!(
+                "{:<20} {:>9.0} {:>8} {:>8} {:>8} {:>7} {:>8.1}",
+                row.name,
+                m.run.rps(),
+                ms(m.run.pct(0.5)),
+                ms(m.run.pct(0.99)),
+                ms(m.run.max()),
+                m.run.errors,
+                m.rss_mib
+            ),
+            Err(note) => println!("{:<20} {note}", row.name),
+        }
+    }
+    for row in rows {
+        if let Ok(m) = &row.result
+            && m.run.errors > 0
+        {
+            let kinds: Vec<String> = m
+                .run
+                .error_kinds
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            println!("errors of {}: {}", row.name, kinds.join(", "));
+        }
+    }
+}
+
+fn print_ratios(rows: &[Row]) {
+    let rps = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.result.as_ref().ok())
+            .map(|m| m.run.rps())
+    };
+    let Some(sluice) = rps("sluice (sqlite)") else {
+        println!("no ratios: sluice did not run");
+        return;
+    };
+    for (label, other, target) in [
+        ("Sluice/ceiling", "ceiling", Some(0.6)),
+        ("Sluice/Alertmanager", "alertmanager", Some(1.7)),
+        ("Sluice/naive", "naive python relay", None),
+    ] {
+        match rps(other) {
+            Some(o) => {
+                let ratio = sluice / o;
+                let goal = target.map_or(String::new(), |t| {
+                    format!(
+                        "   (target >= {t:.1}: {})",
+                        if ratio >= t { "met" } else { "NOT met" }
+                    )
+                });
+                println!("{label:<20} {ratio:>6.2}x{goal}");
+            }
+            None => println!("{label:<20}    n/a   ({other} did not run)"),
+        }
+    }
+    if let Some(m) = rows
+        .iter()
+        .find(|r| r.name == "sluice (sqlite)")
+        .and_then(|r| r.result.as_ref().ok())
+    {
+        let p99 = m.run.pct(0.99).as_secs_f64() * 1000.0;
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!(
+            "Sluice p99 ack {p99:.2} ms (target <= 10 ms: {}), peak RSS {:.1} MiB (target <= 64 MiB: {})",
+            verdict(p99 <= 10.0),
+            m.rss_mib,
+            verdict(m.rss_mib <= 64.0)
+        );
+    }
+}
+
+fn print_idle(b: &Bench, idle: &Idle) {
+    let last = if idle.drained_after.is_zero() {
+        "none after the load ended (waited 5 s)".to_string()
+    } else {
+        format!(
+            "the last {:.1} s after the load ended",
+            idle.drained_after.as_secs_f64()
+        )
+    };
+    println!(
+        "sluice's worker sent {} Slack messages for the {} deliveries (storm control holds back and rolls up), {last}",
+        idle.delivered_by_load, b.n
+    );
+    let l = &idle.latencies;
+    println!(
+        "sluice idle webhook -> Slack request latency over {} deliveries: p50 {} ms, max {} ms",
+        l.len(),
+        ms(l[l.len() / 2]),
+        ms(*l.last().unwrap())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("ceiling") {
+        return ceiling_main();
+    }
+    // `cargo bench` passes `--bench`; arguments are ignored.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench_main());
+}
+
+async fn bench_main() {
+    sluice::slack::transport::install_crypto_provider();
+    let (sink, sink_base) = start_sink().await;
+    let b = Bench {
+        n: env_usize("BENCH_REQUESTS", 10_000),
+        connections: env_usize("BENCH_CONNECTIONS", 64),
+        dir: tempfile::tempdir().unwrap(),
+        sink,
+        sink_base,
+        delivery_size: sentry_deliveries(1, "s")[0].body.len(),
+    };
+    // One target at a time, each stopped before the next starts.
+    let mut rows = vec![run_ceiling(&b).await];
+    let (sluice_row, idle) = run_sluice(&b).await;
+    rows.push(sluice_row);
+    let (am_row, am_note) = run_alertmanager(&b).await;
+    rows.push(am_row);
+    rows.push(run_naive(&b).await);
+    rows.push(run_sluice_with_slack(&b, "sluice, Slack 429", SINK_THROTTLED, "t").await);
+    rows.push(run_sluice_with_slack(&b, "sluice, Slack 503", SINK_DOWN, "d").await);
+    let storm = run_storm(&b).await;
+
+    print_table(&b, &rows);
+    print_ratios(&rows);
+    if let Some(idle) = &idle {
+        print_idle(&b, idle);
+    }
+    if let Some(note) = am_note {
+        println!("{note}");
+    }
+    print_storm(&storm);
+}
