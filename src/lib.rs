@@ -14,8 +14,8 @@
 //! - [`config`]: `routes.toml`, parsed, `${VAR}`-expanded and validated with file:line:col
 //!   errors.
 //! - [`routing`]: which channels an alert goes to (ordered routes, globs, levels, tags, title).
-//! - [`store`]: durable state behind the `Store` trait (SQLite): deduplication, day counts,
-//!   issues, the outbox, sent log and dead letters.
+//! - [`store`]: durable state behind the `Store` trait (SQLite or PostgreSQL): deduplication,
+//!   day counts, issues, the outbox, sent log and dead letters.
 //! - [`counts`]: the 7-day and 30-day windows, the sparkline, number formatting.
 //! - [`storm`]: storm control decisions: per-issue cooldowns, roll-ups, per-channel rate
 //!   limits.
@@ -47,5 +47,7 @@ pub mod slack;
 pub mod state;
 pub mod store;
 pub mod storm;
+#[doc(hidden)]
+pub mod testing;
 
 pub use server::{app, run};

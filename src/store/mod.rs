@@ -6,6 +6,8 @@
 //! derived from it (counts, issue metadata, outbox rows) in one durable transaction before it
 //! returns `Ok`, so the HTTP layer can acknowledge with a 2xx and nothing acknowledged is lost.
 
+pub(crate) mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use crate::alert::Alert;
 use crate::counts::IssueStats;
 use crate::routing::Target;
 
+pub use postgres::{PostgresStore, QUEUED_CHANNEL};
+pub use sql::{Backend, MAX_GROUP, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// The store could not do what was asked; the HTTP layer answers 503 and the worker retries.
@@ -29,7 +33,7 @@ pub enum StoreError {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// `storage.url` names no backend this build supports.
-    #[error("unsupported storage url `{0}` (expected sqlite://…)")]
+    #[error("unsupported storage url `{0}` (expected sqlite://… or postgres://…)")]
     UnsupportedUrl(String),
     /// A stored row could not be decoded (written by an incompatible version?).
     #[error("corrupt stored row: {0}")]
@@ -394,10 +398,17 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, now_ms: i64, retention_days: u32) -> Result<u64, StoreError>;
 }
 
+/// Whether `url` names a PostgreSQL database (several replicas may share it).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the backend `url` names and brings its schema up to date.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if is_postgres(url) {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
     }

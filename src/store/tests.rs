@@ -507,6 +507,67 @@ async fn sqlite_memory_store() {
 }
 
 #[tokio::test]
+async fn postgres_store() {
+    let scratch = std::sync::Mutex::new(Vec::new());
+    conformance(|| async {
+        let db = crate::testing::ScratchPostgres::new().await;
+        let store = open(db.url()).await.unwrap();
+        scratch.lock().unwrap().push(db);
+        store
+    })
+    .await;
+}
+
+/// Several replicas commit into one PostgreSQL at once: every occurrence is counted once and
+/// an issue's cooldown holds across them (one message, the rest folded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_commit_side_by_side() {
+    let db = crate::testing::ScratchPostgres::new().await;
+    let replicas = [
+        open(db.url()).await.unwrap(),
+        open(db.url()).await.unwrap(),
+        open(db.url()).await.unwrap(),
+    ];
+    // Waves of deliveries for one issue, each wave spread over the replicas at once.
+    let mut tasks: Vec<tokio::task::JoinHandle<IngestOutcome>> = Vec::new();
+    for i in 0..300u32 {
+        if i % 30 == 0 {
+            for t in tasks.drain(..) {
+                let outcome = t.await.unwrap();
+                assert!(matches!(
+                    outcome,
+                    IngestOutcome::Stored { counted: true, .. }
+                ));
+            }
+        }
+        let store = replicas[i as usize % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let event = format!("e{i}");
+            let d = delivery(
+                &format!("body-{i}"),
+                T0 + i64::from(i),
+                Some(alert("storm", Some(&event))),
+                &["chan"],
+            );
+            store.ingest(&d).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(
+            t.await.unwrap(),
+            IngestOutcome::Stored { counted: true, .. }
+        ));
+    }
+    let store = &replicas[0];
+    assert_eq!(store.issue_stats("storm", T0).await.unwrap().week(), 300);
+    let totals = store.channel_totals("chan").await.unwrap();
+    assert_eq!(totals.occurrences_routed, 300);
+    assert_eq!(totals.messages_pending, 1, "one message, the rest folded");
+    assert_eq!(totals.occurrences_folded, 299);
+    assert_eq!(totals.occurrences_pending, 300);
+}
+
+#[tokio::test]
 async fn unknown_backends_are_refused_without_leaking_passwords() {
     let err = match open("mysql://u:hunter2@h/db?password=hunter2").await {
         Err(e) => e.to_string(),
