@@ -16,6 +16,7 @@
 //! - [`routing`]: which channels an alert goes to (ordered routes, globs, levels, tags, title).
 //! - [`store`]: durable state behind the `Store` trait (SQLite or PostgreSQL): deduplication,
 //!   day counts, issues, the outbox, sent log and dead letters.
+//! - [`leader`]: which replica delivers when several share PostgreSQL (an advisory lock).
 //! - [`counts`]: the 7-day and 30-day windows, the sparkline, number formatting.
 //! - [`storm`]: storm control decisions: per-issue cooldowns, roll-ups, per-channel rate
 //!   limits.
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod counts;
 pub mod digest;
+pub mod leader;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;

@@ -373,6 +373,11 @@ pub async fn render(state: &AppState) -> Result<String, StoreError> {
     }
     let _ = writeln!(
         out,
+        "# HELP sluice_leader 1 while this replica leads (delivers to Slack, runs the digest), 0 on a follower.\n# TYPE sluice_leader gauge\nsluice_leader {}",
+        u8::from(state.leading.load(std::sync::atomic::Ordering::SeqCst))
+    );
+    let _ = writeln!(
+        out,
         "# HELP sluice_build_info Build information.\n# TYPE sluice_build_info gauge\nsluice_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );

@@ -76,13 +76,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = store::open(config.storage.url.expose()).await?;
+    let url = config.storage.url.expose().to_string();
+    let store = store::open(&url).await?;
     let state = AppState::new(store, config);
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(crate::outbox::run(state.clone(), stop.clone()));
-    let pruner = tokio::spawn(crate::prune::run(state.clone(), stop.clone()));
-    let digests = tokio::spawn(crate::digest::run(state.clone(), stop.clone()));
-    let silence = tokio::spawn(crate::ops::watch_silence(state.clone(), stop.clone()));
+    let shared = store::is_postgres(&url).then_some(url);
+    let leading = crate::leader::campaign(shared.clone(), stop.clone());
+    let leader = tokio::spawn(crate::leader::run_while_leading(
+        state.clone(),
+        leading,
+        shared,
+        stop.clone(),
+    ));
     let reloader = tokio::spawn(crate::reload::run(state.clone(), stop.clone()));
     tracing::info!(addr = %listener.local_addr()?, "sluice: listening");
     let serve_stop = stop.clone();
@@ -95,17 +100,21 @@ pub async fn run(
         })
         .await?;
     stop.cancel();
-    worker.await?;
-    pruner.await?;
-    digests.await?;
-    silence.await?;
+    leader.await?;
     reloader.await?;
     Ok(())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Ok(()) => {
+            let role = if state.leading.load(std::sync::atomic::Ordering::SeqCst) {
+                "leader"
+            } else {
+                "follower"
+            };
+            axum::Json(serde_json::json!({ "status": "ready", "role": role })).into_response()
+        }
         Err(err) => {
             tracing::warn!(error = %err, "readyz: store does not answer");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()

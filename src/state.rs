@@ -2,6 +2,7 @@
 //! (swapped whole on reload), the wake-up signal for the delivery worker, and the clock.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -41,6 +42,9 @@ pub struct AppState {
     pub notices: Arc<crate::ops::Notices>,
     /// Process counters exported on `/metrics`.
     pub counters: Arc<crate::metrics::Registry>,
+    /// Whether this replica leads (runs delivery, digest, watchdog, pruning); see
+    /// [`crate::leader`]. Set by the leader supervisor; `false` until it starts.
+    pub leading: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -52,6 +56,7 @@ impl AppState {
             wake: Arc::new(Notify::new()),
             notices: Arc::default(),
             counters: Arc::default(),
+            leading: Arc::default(),
         }
     }
 }

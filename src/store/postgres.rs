@@ -28,7 +28,9 @@ const POOL_SIZE: u32 = 10;
 impl Backend for Postgres {
     /// `pg_advisory_xact_lock` on each pair (two 32-bit keys: the hashes of issue and
     /// channel; a hash collision only serialises two pairs more than needed), in the order
-    /// given, released at commit or rollback.
+    /// given, released at commit or rollback. Two ingest groups about one issue are also
+    /// serialised by the upsert of its `issues` row; these locks are what keep the leader's
+    /// `release_cooldowns`, which does not touch that row, from racing a fold.
     async fn lock_pairs(
         conn: &mut PgConnection,
         pairs: &[(String, String)],

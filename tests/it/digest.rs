@@ -3,48 +3,9 @@
 
 use std::time::Duration;
 
-use sha2::Digest as _;
-use sluice::store::Delivery;
-
 use crate::util::*;
 
-const DAY_MS: i64 = 86_400_000;
-
-/// Commits an occurrence as if it had arrived `days_ago` days ago.
-async fn seed(scratch: &Scratch, days_ago: i64, n: usize) {
-    let store = scratch.store().await;
-    let now = sluice::state::now_ms();
-    for i in 0..n {
-        let body = event_alert(
-            "4242",
-            &format!("{:032x}", 0xd16e57 + i),
-            "front-end",
-            "staging",
-        );
-        let alert = match sluice::sentry::parse("event_alert", &body, &Default::default()).unwrap()
-        {
-            sluice::sentry::Parsed::Alert(a) => *a,
-            _ => unreachable!(),
-        };
-        let delivery = Delivery {
-            body_sha256: sha2::Sha256::digest(&body).into(),
-            resource: "event_alert".into(),
-            request_id: None,
-            received_at_ms: now - days_ago * DAY_MS,
-            alert: Some(alert),
-            targets: vec![sluice::routing::Target {
-                channel: "errors".into(),
-                route: None,
-                mention: None,
-                cooldown_secs: 1800,
-                digest: true,
-            }],
-        };
-        store.ingest(&delivery).await.unwrap();
-    }
-}
-
-const DAILY_DIGEST: &str = r#"
+pub const DAILY_DIGEST: &str = r#"
 [digest]
 schedule = "0 0 * * *"
 timezone = "UTC"
@@ -55,7 +16,7 @@ top = 5
 async fn a_missed_digest_is_posted_at_start_and_only_once() {
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
-    seed(&scratch, 2, 3).await;
+    seed_occurrences(&*scratch.store().await, 2, 3).await;
     // Sluice was down at today's 00:00 UTC: the digest of that period is posted at start.
     let server = TestServer::start(scratch.config(&slack, DAILY_DIGEST)).await;
     // Besides the digests, the seeded occurrences' alert and follow-up and a missed-digest
@@ -141,7 +102,7 @@ async fn digest_dry_run_prints_a_readable_digest() {
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
     let path = scratch.write_config(&config_text(&slack, &scratch.db(), ""));
-    seed(&scratch, 0, 4).await;
+    seed_occurrences(&*scratch.store().await, 0, 4).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["digest", "--dry-run", "--channel", "errors", "-c"])
         .arg(&path)
@@ -178,7 +139,7 @@ async fn digest_without_dry_run_posts_to_the_channel() {
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
     let path = scratch.write_config(&config_text(&slack, &scratch.db(), ""));
-    seed(&scratch, 1, 2).await;
+    seed_occurrences(&*scratch.store().await, 1, 2).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["digest", "--channel", "errors", "-c"])
         .arg(&path)

@@ -8,5 +8,6 @@ mod deploy;
 mod digest;
 mod ingest;
 mod ops;
+mod replicas;
 mod storm;
 mod util;

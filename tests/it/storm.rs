@@ -12,10 +12,6 @@ use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn event_id(n: usize) -> String {
-    format!("{n:032x}")
-}
-
 #[tokio::test]
 async fn repeats_within_the_cooldown_become_one_follow_up() {
     let slack = FakeSlack::start().await;
@@ -175,26 +171,6 @@ mention = "<!subteam^SBUSY>"
     );
     server.stop().await;
 }
-
-/// Most requests the fake saw for `path` within any window of `window`.
-fn max_in_window(received: &[Received], path: &str, window: Duration) -> usize {
-    let times: Vec<_> = received
-        .iter()
-        .filter(|r| r.path == path)
-        .map(|r| r.at)
-        .collect();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end] - times[start] >= window {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
-
-use crate::util::fake_slack::Received;
 
 #[tokio::test]
 async fn a_storm_with_429s_and_a_kill_9_keeps_every_occurrence_accounted_for() {

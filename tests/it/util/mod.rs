@@ -112,6 +112,15 @@ channels = ["python-api"]
     )
 }
 
+/// [`config_text`] with `storage.url` set to a PostgreSQL database.
+pub fn config_text_postgres(slack: &FakeSlack, url: &str, extra: &str) -> String {
+    let placeholder = Path::new("/nonexistent/sluice.db");
+    config_text(slack, placeholder, extra).replace(
+        &format!("url = \"sqlite://{}\"", placeholder.display()),
+        &format!("url = \"{url}\""),
+    )
+}
+
 /// A scratch directory with a routes.toml and a database path.
 pub struct Scratch {
     /// Holds the files until dropped.
@@ -385,6 +394,17 @@ impl Process {
         format!("http://{}{path}", self.addr)
     }
 
+    /// What `/readyz` says this replica is (`leader` or `follower`); `None` when it does not
+    /// answer 200.
+    pub async fn role(&self) -> Option<String> {
+        let reply = reqwest::get(self.url("/readyz")).await.ok()?;
+        if reply.status() != StatusCode::OK {
+            return None;
+        }
+        let body: Value = reply.json().await.ok()?;
+        body["role"].as_str().map(str::to_string)
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
@@ -407,5 +427,64 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Sentry event id (32 hex digits) made from `n`.
+pub fn event_id(n: usize) -> String {
+    format!("{n:032x}")
+}
+
+/// Most requests the fake saw for `path` within any window of `window`.
+pub fn max_in_window(received: &[fake_slack::Received], path: &str, window: Duration) -> usize {
+    let times: Vec<_> = received
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.at)
+        .collect();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// Commits `n` occurrences of one front-end staging issue, routed to `errors` (a digest
+/// channel), as if they had arrived `days_ago` days ago.
+pub async fn seed_occurrences(store: &dyn sluice::store::Store, days_ago: i64, n: usize) {
+    use sha2::Digest as _;
+    const DAY_MS: i64 = 86_400_000;
+    let now = sluice::state::now_ms();
+    for i in 0..n {
+        let body = event_alert(
+            "4242",
+            &format!("{:032x}", 0xd16e57 + i),
+            "front-end",
+            "staging",
+        );
+        let alert = match sluice::sentry::parse("event_alert", &body, &Default::default()).unwrap()
+        {
+            sluice::sentry::Parsed::Alert(a) => *a,
+            _ => unreachable!(),
+        };
+        let delivery = sluice::store::Delivery {
+            body_sha256: sha2::Sha256::digest(&body).into(),
+            resource: "event_alert".into(),
+            request_id: None,
+            received_at_ms: now - days_ago * DAY_MS,
+            alert: Some(alert),
+            targets: vec![sluice::routing::Target {
+                channel: "errors".into(),
+                route: None,
+                mention: None,
+                cooldown_secs: 1800,
+                digest: true,
+            }],
+        };
+        store.ingest(&delivery).await.unwrap();
     }
 }

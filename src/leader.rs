@@ -1,0 +1,245 @@
+//! Which replica delivers. Every replica ingests; exactly one at a time, the leader, runs the
+//! delivery worker (so per-channel limits and cooldowns hold across replicas), the digest
+//! scheduler, the silence watchdog and pruning.
+//!
+//! With SQLite there is one process, and it always leads. With PostgreSQL the leader is the
+//! replica holding a session-level advisory lock ([`LOCK_KEY`]) on a connection of its own:
+//!
+//! - Followers try to take the lock every [`POLL`]. When the leader dies, PostgreSQL ends its
+//!   session and releases the lock; a follower takes it at its next try.
+//! - The leader checks its lock connection every [`CHECK`], four times as often as followers
+//!   try. If a check fails or takes longer than [`CHECK_TIMEOUT`], it stops leading at once
+//!   (its workers are cancelled), and waits a [`POLL`] before it tries again, so that a
+//!   follower with a working connection gets the lock.
+//! - On shutdown the leader unlocks, so a follower takes over without waiting for the kernel
+//!   to notice a closed socket.
+//!
+//! A message in flight when the leader dies may be sent again by the next leader: delivery is
+//! at least once.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgListener};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+use crate::store::QUEUED_CHANNEL;
+
+/// The advisory lock key of the leader ("sluice" in ASCII, then 1).
+pub const LOCK_KEY: i64 = 0x736c_7569_6365_0001;
+
+/// How often followers try to lead.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// How often the leader checks the connection that holds its lock.
+pub const CHECK: Duration = Duration::from_millis(250);
+
+/// A lock-connection check slower than this counts as a lost connection.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Leadership for this process as it changes: `true` while it leads. `postgres_url` is the
+/// database shared with other replicas; `None` (SQLite) leads from the start until `stop`.
+pub fn campaign(postgres_url: Option<String>, stop: CancellationToken) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(postgres_url.is_none());
+    match postgres_url {
+        None => {
+            // Keep the sender until the end, so that leadership never looks withdrawn.
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                drop(tx);
+            });
+        }
+        Some(url) => {
+            tokio::spawn(hold_lock(url, tx, stop));
+        }
+    }
+    rx
+}
+
+/// Takes the lock when it can and holds it while the connection answers, until `stop`.
+async fn hold_lock(url: String, leading: watch::Sender<bool>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let mut conn = match connect(&url).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(error = %err, "leader: cannot reach PostgreSQL; retrying");
+                pause(POLL, &stop).await;
+                continue;
+            }
+        };
+        // Follower: try until the lock is ours.
+        loop {
+            let tried = tokio::time::timeout(
+                CHECK_TIMEOUT,
+                sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                    .bind(LOCK_KEY)
+                    .fetch_one(&mut conn),
+            )
+            .await;
+            match tried {
+                Ok(Ok(true)) => break,
+                Ok(Ok(false)) => {
+                    if !pause(POLL, &stop).await {
+                        return;
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "leader: lock connection failed; reconnecting");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("leader: lock connection timed out; reconnecting");
+                    break;
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        if !is_locked(&mut conn).await {
+            continue;
+        }
+        tracing::info!("leader: this replica leads (delivers to Slack, runs the digest)");
+        leading.send_replace(true);
+        // Leader: keep checking the connection that holds the lock.
+        loop {
+            if !pause(CHECK, &stop).await {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(LOCK_KEY)
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+                leading.send_replace(false);
+                tracing::info!("leader: stepped down for shutdown");
+                return;
+            }
+            let checked =
+                tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&mut conn))
+                    .await;
+            if !matches!(checked, Ok(Ok(_))) {
+                leading.send_replace(false);
+                tracing::error!("leader: lost the lock connection; stopped delivering");
+                pause(POLL, &stop).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Whether the last `pg_try_advisory_lock` left the lock with this session (a try that timed
+/// out or failed on the way back may still have taken it).
+async fn is_locked(conn: &mut PgConnection) -> bool {
+    let held = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                 AND pid = pg_backend_pid() AND granted
+                 AND objsubid = 1 AND (classid::bigint << 32) | objid::bigint = $1)",
+        )
+        .bind(LOCK_KEY)
+        .fetch_one(conn),
+    )
+    .await;
+    matches!(held, Ok(Ok(true)))
+}
+
+async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
+    let options = crate::store::postgres::connect_options(url)
+        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+    tokio::time::timeout(CHECK_TIMEOUT * 2, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+}
+
+/// Waits `period`; false when `stop` came first.
+async fn pause(period: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// Runs the leader's workers while `leading` says so, until `stop`; their state lives in the
+/// store, so a replica that leads again (or another) carries on where they were.
+pub async fn run_while_leading(
+    state: AppState,
+    mut leading: watch::Receiver<bool>,
+    postgres_url: Option<String>,
+    stop: CancellationToken,
+) {
+    loop {
+        // Wait for the lead.
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+        }
+        state.leading.store(true, Ordering::SeqCst);
+        let term = stop.child_token();
+        let mut workers = vec![
+            tokio::spawn(crate::outbox::run(state.clone(), term.clone())),
+            tokio::spawn(crate::prune::run(state.clone(), term.clone())),
+            tokio::spawn(crate::digest::run(state.clone(), term.clone())),
+            tokio::spawn(crate::ops::watch_silence(state.clone(), term.clone())),
+        ];
+        if let Some(url) = &postgres_url {
+            workers.push(tokio::spawn(wake_on_announcements(
+                url.clone(),
+                state.clone(),
+                term.clone(),
+            )));
+        }
+        // Lead until told otherwise.
+        loop {
+            tokio::select! {
+                changed = leading.changed() => match changed {
+                    Ok(()) if *leading.borrow() => continue,
+                    Ok(()) => break,
+                    Err(_) => { stop.cancelled().await; break }
+                },
+                _ = stop.cancelled() => break,
+            }
+        }
+        term.cancel();
+        state.leading.store(false, Ordering::SeqCst);
+        for worker in workers {
+            let _ = worker.await;
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Wakes the delivery worker whenever any replica commits messages to send, so that they go
+/// out at once rather than at the worker's next poll.
+async fn wake_on_announcements(url: String, state: AppState, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let listener = async {
+            let options = crate::store::postgres::connect_options(&url)
+                .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+            let mut listener =
+                PgListener::connect_with(&sqlx::PgPool::connect_lazy_with(options)).await?;
+            listener.listen(QUEUED_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                state.wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            result = listener => if let Err(err) = result {
+                tracing::warn!(error = %err, "leader: announcements lost; reconnecting");
+                // The worker still polls; wake it in case something arrived meanwhile.
+                state.wake.notify_one();
+                pause(POLL, &stop).await;
+            },
+            _ = stop.cancelled() => return,
+        }
+    }
+}

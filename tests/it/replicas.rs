@@ -1,0 +1,269 @@
+//! Several replicas on one PostgreSQL database: each ingests, one leads (delivers, runs the
+//! digest), and when the leader dies another takes over without losing or doubling anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use sluice::testing::ScratchPostgres;
+
+use crate::digest::DAILY_DIGEST;
+use crate::util::*;
+
+/// SPEC §11 / issue 6: a follower takes over within this long.
+const TAKEOVER: Duration = Duration::from_secs(10);
+
+/// The channel the storm goes to: 10 messages a second after a burst of 3.
+const STORM: &str = r#"
+[channels.storm]
+webhook_url = "{slack}/hooks/storm"
+rate = "10/s"
+burst = 3
+max_backlog = 20
+
+[[routes]]
+name = "storm"
+project = "storm"
+channels = ["storm"]
+cooldown = "1s"
+"#;
+
+/// Starts `n` replicas of `text`, each with its own config file.
+async fn replicas(text: &str, n: usize) -> (Vec<Process>, Vec<Scratch>) {
+    let mut processes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..n {
+        let dir = Scratch::new();
+        processes.push(Process::start(text, &dir).await);
+        dirs.push(dir);
+    }
+    (processes, dirs)
+}
+
+/// Waits until exactly one of `processes` says it leads; returns its index.
+async fn leader_of(processes: &[&Process], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, p) in processes.iter().enumerate() {
+            if p.role().await.as_deref() == Some("leader") {
+                leaders.push(i);
+            }
+        }
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leader after {within:?}: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Posts `body` to the replica at `urls[first]`, or to the next one that answers, the way a
+/// load balancer routes around a dead backend. A 202 (stored) or 200 (already stored, when
+/// the first try was committed but its answer lost with the process) is an acknowledgement.
+async fn deliver_anywhere(urls: &[String], first: usize, body: &[u8]) -> StatusCode {
+    for k in 0..urls.len() * 20 {
+        let url = &urls[(first + k) % urls.len()];
+        if let Some((status, _)) = try_post_signed(url, "event_alert", body, SECRET).await
+            && (status == StatusCode::ACCEPTED || status == StatusCode::OK)
+        {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no replica acknowledged the delivery");
+}
+
+#[tokio::test]
+async fn killing_the_leader_mid_storm_loses_and_doubles_nothing() {
+    const EVENTS: usize = 1_500;
+    const ISSUES: usize = 30;
+    let db = ScratchPostgres::new().await;
+    let slack = FakeSlack::start().await;
+    slack.rate_limit_every(7, 1);
+    let text = config_text_postgres(&slack, db.url(), &format!("{STORM}{DAILY_DIGEST}"));
+    // Today's 00:00 UTC digest was missed: the first leader posts it at start.
+    let store = sluice::store::open(db.url()).await.unwrap();
+    seed_occurrences(&*store, 2, 3).await;
+
+    let (processes, _dirs) = replicas(&text, 3).await;
+    let all: Vec<&Process> = processes.iter().collect();
+    let first_leader = leader_of(&all, TAKEOVER).await;
+    let urls: Arc<Vec<String>> = Arc::new(all.iter().map(|p| p.url("/sentry/webhook")).collect());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..EVENTS)
+            .map(|i| {
+                let issue = format!("{}", 60_000 + i % ISSUES);
+                event_alert(&issue, &event_id(0x6_0000 + i), "storm", "production")
+            })
+            .collect(),
+    );
+
+    // The storm, spread round-robin over the replicas by 12 senders.
+    let mut senders = Vec::new();
+    for s in 0..12 {
+        let (urls, bodies) = (urls.clone(), bodies.clone());
+        senders.push(tokio::spawn(async move {
+            let mut acknowledged = 0;
+            for i in (s..EVENTS).step_by(12) {
+                deliver_anywhere(&urls, i % urls.len(), &bodies[i]).await;
+                acknowledged += 1;
+            }
+            acknowledged
+        }));
+    }
+    // Mid-storm, once the leader has sent something, kill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.channel_totals("storm").await.unwrap().messages_posted < 5 {
+        assert!(Instant::now() < deadline, "the leader never delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut processes = processes;
+    let leader = processes.remove(first_leader);
+    leader.kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<&Process> = processes.iter().collect();
+    let next = leader_of(&survivors, TAKEOVER).await;
+    let takeover = killed_at.elapsed();
+    assert!(takeover < TAKEOVER, "took {takeover:?}");
+
+    let mut acknowledged = 0;
+    for s in senders {
+        acknowledged += s.await.unwrap();
+    }
+    assert_eq!(acknowledged, EVENTS);
+
+    // Every acknowledged occurrence counted exactly once, and all of it delivered.
+    let totals = wait_drained(&*store, "storm", Duration::from_secs(90)).await;
+    assert_eq!(totals.occurrences_routed, EVENTS as u64, "{totals:?}");
+    assert_eq!(totals.occurrences_posted, EVENTS as u64, "{totals:?}");
+    assert_eq!(totals.occurrences_dead, 0, "{totals:?}");
+    let mut week = 0;
+    for issue in 0..ISSUES {
+        let key = format!("{}", 60_000 + issue);
+        week += store
+            .issue_stats(&key, sluice::state::now_ms())
+            .await
+            .unwrap()
+            .week();
+    }
+    assert_eq!(week, EVENTS as u64, "counted once each");
+    assert!(
+        totals.occurrences_folded > 0 && totals.messages_rolled_up > 0,
+        "storm control did not engage: {totals:?}"
+    );
+
+    // Every message Slack accepted is one the store recorded as posted; at most the one send
+    // in flight at the kill went out twice.
+    let accepted = slack
+        .accepted()
+        .iter()
+        .filter(|r| r.path == "hooks/storm")
+        .count() as u64;
+    assert!(
+        accepted >= totals.messages_posted && accepted <= totals.messages_posted + 1,
+        "Slack accepted {accepted} storm messages, the store posted {}",
+        totals.messages_posted
+    );
+
+    // Never above the channel's rate, across both leaders: a burst of 3, then 10/s, so at most
+    // 13 within any second (one more for edges measured at the receiver).
+    let max = max_in_window(&slack.received(), "hooks/storm", Duration::from_secs(1));
+    assert!(max <= 14, "{max} requests within one second");
+
+    // One digest per channel and period, although both leaders ran the catch-up.
+    let digests = || {
+        slack
+            .accepted()
+            .iter()
+            .filter(|r| r.text().starts_with("Weekly error digest · #errors"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while digests() < 1 {
+        assert!(Instant::now() < deadline, "no digest");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(digests(), 1, "the digest was posted twice");
+
+    // The new leader says so, on /readyz and /metrics; the other replica follows.
+    let metrics = |p: &Process| {
+        let url = p.url("/metrics");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    assert!(
+        metrics(survivors[next])
+            .await
+            .contains("\nsluice_leader 1\n")
+    );
+    assert!(
+        metrics(survivors[1 - next])
+            .await
+            .contains("\nsluice_leader 0\n")
+    );
+    assert_eq!(
+        survivors[1 - next].role().await.as_deref(),
+        Some("follower")
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lock_connection_steps_down_and_leadership_recovers() {
+    let db = ScratchPostgres::new().await;
+    let slack = FakeSlack::start().await;
+    let text = config_text_postgres(&slack, db.url(), "");
+    let (processes, _dirs) = replicas(&text, 2).await;
+    let all: Vec<&Process> = processes.iter().collect();
+    let first = leader_of(&all, TAKEOVER).await;
+
+    // Cut the leader's lock connection from the database side.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND (classid::bigint << 32) | objid::bigint = $1",
+    )
+    .bind(sluice::leader::LOCK_KEY)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "exactly one session holds the leader lock");
+
+    // The old leader steps down (it waits a poll before it competes again), someone leads
+    // again within the takeover time, and both replicas keep serving.
+    let deadline = Instant::now() + TAKEOVER;
+    let mut stepped_down = false;
+    loop {
+        let roles = [all[0].role().await, all[1].role().await];
+        assert!(roles.iter().all(Option::is_some), "{roles:?}");
+        stepped_down |= roles[first].as_deref() == Some("follower");
+        let leaders = roles
+            .iter()
+            .filter(|r| r.as_deref() == Some("leader"))
+            .count();
+        if stepped_down && leaders == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stepped down: {stepped_down}, roles: {roles:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now_leading = leader_of(&all, TAKEOVER).await;
+
+    // And the new leader delivers.
+    let body = event_alert("77", &event_id(0x77), "front-end", "production");
+    assert_eq!(
+        all[1 - now_leading].deliver("event_alert", &body).await.0,
+        StatusCode::ACCEPTED
+    );
+    slack.wait_accepted(1, Duration::from_secs(10)).await;
+}
