@@ -518,6 +518,30 @@ async fn postgres_store() {
     .await;
 }
 
+/// Managed databases often require TLS: `sslmode=require` in the URL gives an encrypted
+/// session.
+#[tokio::test]
+async fn postgres_over_tls() {
+    use sqlx::Connection;
+    let db = crate::testing::ScratchPostgres::new().await;
+    let url = format!("{}?sslmode=require", db.url());
+    let store = open(&url).await.unwrap();
+    let d = delivery("tls", T0, Some(alert("tls", Some("e-tls"))), &["chan"]);
+    assert!(matches!(
+        store.ingest(&d).await.unwrap(),
+        IngestOutcome::Stored { counted: true, .. }
+    ));
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let encrypted: Option<bool> = sqlx::query_scalar(
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.datname = current_database() AND a.application_name = 'sluice'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(encrypted, Some(true), "the store's sessions are not encrypted");
+}
+
 /// Several replicas commit into one PostgreSQL at once: every occurrence is counted once and
 /// an issue's cooldown holds across them (one message, the rest folded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
