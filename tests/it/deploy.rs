@@ -51,6 +51,33 @@ fn parse_yaml(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The number of a container port given by number or by the name of one of its ports.
+fn container_port(container: &Value, port: &Value) -> u64 {
+    match port {
+        Value::String(name) => container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no container port named {name}")),
+        other => other.as_u64().unwrap(),
+    }
+}
+
+/// Readiness on /readyz and liveness on /healthz, both on `port`.
+fn assert_probes(container: &Value, port: u16) {
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(
+            container_port(container, &get["port"]),
+            u64::from(port),
+            "{probe} port"
+        );
+    }
+}
+
 /// The one Kubernetes object of this kind under deploy/kubernetes/.
 fn k8s(kind: &str) -> Value {
     let mut files = Vec::new();
@@ -280,35 +307,15 @@ fn the_deployment_runs_one_replica_and_probes_the_port_sluice_listens_on() {
         .unwrap();
     assert_eq!(containers.len(), 1);
     let container = &containers[0];
-    let ports: BTreeMap<String, u64> = container["ports"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or_default().to_string(),
-                p["containerPort"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let resolve = |port: &Value| -> u64 {
-        match port {
-            Value::String(name) => *ports
-                .get(name)
-                .unwrap_or_else(|| panic!("no container port named {name}")),
-            other => other.as_u64().unwrap(),
-        }
-    };
-    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
-        let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(resolve(&get["port"]), u64::from(port), "{probe} port");
-    }
+    assert_probes(container, port);
 
     let service = k8s("Service");
     let service_ports = service["spec"]["ports"].as_sequence().unwrap();
     assert_eq!(service_ports[0]["port"].as_u64(), Some(80));
-    assert_eq!(resolve(&service_ports[0]["targetPort"]), u64::from(port));
+    assert_eq!(
+        container_port(container, &service_ports[0]["targetPort"]),
+        u64::from(port)
+    );
 
     // The config comes from the ConfigMap at CONFIG_PATH; the data from the PVC at DATA_DIR.
     let args = strings(&container["args"]);
@@ -1192,23 +1199,7 @@ fn the_kubernetes_overlay_lists_its_files_and_patches_the_base_for_postgres() {
 
     // Probes: ready on /readyz (leader and followers alike), alive on /healthz, on the port
     // Sluice listens on.
-    let named_port = |value: &Value| -> u64 {
-        match value {
-            Value::String(name) => container["ports"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"].as_str() == Some(name))
-                .and_then(|p| p["containerPort"].as_u64())
-                .unwrap_or_else(|| panic!("no container port named {name}")),
-            other => other.as_u64().unwrap(),
-        }
-    };
-    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
-        let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(named_port(&get["port"]), u64::from(port), "{probe} port");
-    }
+    assert_probes(container, port);
 
     // SLUICE_DATABASE_URL from a Secret the overlay renders; with it and the base Secret, the
     // config passes `sluice check`.

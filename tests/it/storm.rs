@@ -179,20 +179,7 @@ async fn a_storm_with_429s_and_a_kill_9_keeps_every_occurrence_accounted_for() {
     let slack = FakeSlack::start().await;
     slack.rate_limit_every(7, 1);
     let scratch = Scratch::new();
-    let extra = r#"
-[channels.storm]
-webhook_url = "{slack}/hooks/storm"
-rate = "10/s"
-burst = 3
-max_backlog = 20
-
-[[routes]]
-name = "storm"
-project = "storm"
-channels = ["storm"]
-cooldown = "1s"
-"#;
-    let text = config_text(&slack, &scratch.db(), extra);
+    let text = config_text(&slack, &scratch.db(), STORM_CHANNEL);
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..EVENTS)
             .map(|i| {

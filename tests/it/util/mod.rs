@@ -112,6 +112,22 @@ channels = ["python-api"]
     )
 }
 
+/// `extra` for [`config_text`]: a `storm` channel, 10 messages a second after a burst of 3,
+/// with roll-ups past 20 waiting, and a route with a 1 s cooldown for project `storm`.
+pub const STORM_CHANNEL: &str = r#"
+[channels.storm]
+webhook_url = "{slack}/hooks/storm"
+rate = "10/s"
+burst = 3
+max_backlog = 20
+
+[[routes]]
+name = "storm"
+project = "storm"
+channels = ["storm"]
+cooldown = "1s"
+"#;
+
 /// [`config_text`] with `storage.url` set to a PostgreSQL database.
 pub fn config_text_postgres(slack: &FakeSlack, url: &str, extra: &str) -> String {
     let placeholder = Path::new("/nonexistent/sluice.db");
