@@ -539,7 +539,11 @@ async fn postgres_over_tls() {
     .fetch_one(&mut admin)
     .await
     .unwrap();
-    assert_eq!(encrypted, Some(true), "the store's sessions are not encrypted");
+    assert_eq!(
+        encrypted,
+        Some(true),
+        "the store's sessions are not encrypted"
+    );
 }
 
 /// Several replicas commit into one PostgreSQL at once: every occurrence is counted once and
