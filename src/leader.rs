@@ -11,8 +11,8 @@
 //!   try. If a check fails or takes longer than [`CHECK_TIMEOUT`], it stops leading at once
 //!   (its workers are cancelled), and waits a [`POLL`] before it tries again, so that a
 //!   follower with a working connection gets the lock.
-//! - On shutdown the leader unlocks, so a follower takes over without waiting for the kernel
-//!   to notice a closed socket.
+//! - On shutdown the leader unlocks once its workers have stopped, so a follower takes over
+//!   at its next try, and never while this process still delivers.
 //!
 //! A message in flight when the leader dies may be sent again by the next leader: delivery is
 //! at least once.
@@ -41,7 +41,8 @@ pub const CHECK: Duration = Duration::from_millis(250);
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Leadership for this process as it changes: `true` while it leads. `postgres_url` is the
-/// database shared with other replicas; `None` (SQLite) leads from the start until `stop`.
+/// database shared with other replicas; `None` (SQLite) leads from the start. `stop` gives
+/// the lead up (cancel it once the leader's workers have stopped).
 pub fn campaign(postgres_url: Option<String>, stop: CancellationToken) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(postgres_url.is_none());
     match postgres_url {

@@ -81,7 +81,10 @@ pub async fn run(
     let state = AppState::new(store, config);
     let stop = CancellationToken::new();
     let shared = store::is_postgres(&url).then_some(url);
-    let leading = crate::leader::campaign(shared.clone(), stop.clone());
+    // The lock is let go only after the leader's workers have stopped, so that a follower
+    // never starts delivering while this process still does.
+    let release = CancellationToken::new();
+    let leading = crate::leader::campaign(shared.clone(), release.clone());
     let leader = tokio::spawn(crate::leader::run_while_leading(
         state.clone(),
         leading,
@@ -101,6 +104,7 @@ pub async fn run(
         .await?;
     stop.cancel();
     leader.await?;
+    release.cancel();
     reloader.await?;
     Ok(())
 }

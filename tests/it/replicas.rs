@@ -259,3 +259,24 @@ async fn a_leader_that_loses_its_lock_connection_steps_down_and_leadership_recov
     );
     slack.wait_accepted(1, Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn a_leader_stopped_with_sigterm_hands_over_at_the_next_poll() {
+    let db = ScratchPostgres::new().await;
+    let slack = FakeSlack::start().await;
+    let text = config_text_postgres(&slack, db.url(), "");
+    let (mut processes, _dirs) = replicas(&text, 2).await;
+    let first = leader_of(&processes.iter().collect::<Vec<_>>(), TAKEOVER).await;
+    let leader = processes.remove(first);
+    leader.signal("TERM");
+    assert_eq!(leader.wait_exit(Duration::from_secs(20)).await, Some(0));
+    // A deploy's rolling restart: the follower leads within a poll or two (1 s each), and
+    // delivers.
+    leader_of(&[&processes[0]], Duration::from_secs(3)).await;
+    let body = event_alert("78", &event_id(0x78), "front-end", "production");
+    assert_eq!(
+        processes[0].deliver("event_alert", &body).await.0,
+        StatusCode::ACCEPTED
+    );
+    slack.wait_accepted(1, Duration::from_secs(10)).await;
+}
