@@ -17,19 +17,36 @@
 //! - `naive python relay`: `benches/naive_relay.py`, what a user would otherwise write: verify,
 //!   parse, pick a channel, POST to the sink synchronously, answer 202. Skipped when `python3`
 //!   is absent.
+//! - `sluice (postgres, 1 replica)`: the same binary and the same routes.toml as the SQLite row,
+//!   except `[storage] url` names a fresh scratch PostgreSQL database
+//!   (`sluice::testing::ScratchPostgres`, dropped after the row).
+//! - `sluice (postgres, 3 replicas, round-robin)`: three `sluice serve` processes, each on its
+//!   own loopback port with its own routes.toml (identical but for `listen`), sharing ONE fresh
+//!   scratch database. There is no proxy: the load generator itself spreads the load, sending
+//!   request *i* of the stream to replica *i* mod 3 (a simple round-robin on loopback), still
+//!   64 requests in flight in all. Its RSS column is the SUM of the three processes' peaks;
+//!   the per-process peaks are printed below the table. Every replica must answer `/readyz`
+//!   with 200, and one of them must report `"role":"leader"`, before the load starts.
+//!
+//!   Both PostgreSQL rows are skipped, with a note, when PostgreSQL does not answer at
+//!   `SLUICE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`, where the
+//!   scratch databases are created).
 //!
 //! Every target gets its own deliveries: signed ~4 KB `event_alert` payloads built from the real
 //! fixture (for Alertmanager, one alert of about the same size carrying the same fields), all
 //! distinct (distinct event ids over 200 issues, 5 projects × 2 environments), each sent exactly
 //! once, from 64 concurrent connections. Any answer other than the target's success status is an
-//! error. After the load, Sluice's delivery worker is given time to drain, then the idle latency
-//! is measured: one delivery at a time, from sending the webhook to the sink receiving the Slack
-//! request.
+//! error. After the load on the SQLite and PostgreSQL rows, Sluice's delivery worker (the
+//! leader's, with replicas) is given time to drain, the delivery accounting is read from
+//! `/metrics` and checked against the load and the sink (every delivery stored once and routed
+//! once; routed = posted + pending + dead; messages Sluice counts as posted = messages the sink
+//! received), then the idle latency is measured: one delivery at a time, from sending the
+//! webhook to the sink receiving the Slack request (round-robin over the replicas, too).
 //!
 //! Knobs (environment): `BENCH_REQUESTS` (default 10000), `BENCH_CONNECTIONS` (default 64),
 //! `SLUICE_BIN` (the `sluice` binary; default: the one `cargo bench` builds along with the
 //! benchmark, `CARGO_BIN_EXE_sluice`), `ALERTMANAGER_BIN` (default `/usr/bin/prometheus-alertmanager`),
-//! `PYTHON` (default `python3`).
+//! `PYTHON` (default `python3`), `SLUICE_TEST_POSTGRES_URL` (the PostgreSQL server).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +61,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use sluice::testing::ScratchPostgres;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -263,14 +283,19 @@ async fn start_sink() -> (Arc<Sink>, String) {
 
 /// A target running as a child process; killed when dropped.
 struct Proc {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
 }
 
 impl Proc {
     /// Starts `cmd` with its stdout and stderr going to `<dir>/<file>.log`.
-    fn spawn(name: &'static str, mut cmd: Command, dir: &Path, file: &str) -> Result<Proc, String> {
+    fn spawn(
+        name: impl Into<String>,
+        mut cmd: Command,
+        dir: &Path,
+        file: &str,
+    ) -> Result<Proc, String> {
         let log = dir.join(format!("{file}.log"));
         let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -280,7 +305,11 @@ impl Proc {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-        Ok(Proc { name, child, log })
+        Ok(Proc {
+            name: name.into(),
+            child,
+            log,
+        })
     }
 
     /// Waits until `GET url` answers 2xx (or the process dies, or 30 s pass).
@@ -416,7 +445,19 @@ async fn load(
     connections: usize,
     ok: fn(StatusCode) -> bool,
 ) -> Run {
+    load_round_robin(&[url.to_string()], work, connections, ok).await
+}
+
+/// [`load`] spread over several targets: request `i` of `work` goes to `urls[i % urls.len()]`,
+/// whichever task sends it, so every target gets every n-th request of the stream.
+async fn load_round_robin(
+    urls: &[String],
+    work: Vec<Request>,
+    connections: usize,
+    ok: fn(StatusCode) -> bool,
+) -> Run {
     let work = Arc::new(work);
+    let urls = Arc::new(urls.to_vec());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .timeout(Duration::from_secs(30))
@@ -426,15 +467,14 @@ async fn load(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, work, next, url) =
-            (client.clone(), work.clone(), next.clone(), url.to_string());
+        let (client, work, next, urls) = (client.clone(), work.clone(), next.clone(), urls.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = BTreeMap::<String, usize>::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(r) = work.get(i) else { break };
-                let mut req = client.post(&url).body(r.body.clone());
+                let mut req = client.post(&urls[i % urls.len()]).body(r.body.clone());
                 for (k, v) in &r.headers {
                     req = req.header(*k, v);
                 }
@@ -498,6 +538,10 @@ struct Measured {
     rss_mib: f64,
 }
 
+/// The PostgreSQL rows' names.
+const PG_1: &str = "sluice (postgres, 1 replica)";
+const PG_3: &str = "sluice (postgres, 3 replicas, round-robin)";
+
 fn is_202(s: StatusCode) -> bool {
     s == StatusCode::ACCEPTED
 }
@@ -529,13 +573,6 @@ async fn run_ceiling(b: &Bench) -> Row {
     }
 }
 
-/// Idle latency of Sluice, measured after the load drained.
-struct Idle {
-    drained_after: Duration,
-    delivered_by_load: u64,
-    latencies: Vec<Duration>,
-}
-
 /// The `sluice` binary: `SLUICE_BIN`, else the one `cargo bench` built along with this benchmark
 /// (`CARGO_BIN_EXE_sluice`), else `sluice` in the parent of this benchmark's `deps/` directory.
 fn sluice_bin() -> Result<PathBuf, String> {
@@ -561,7 +598,18 @@ fn sluice_bin() -> Result<PathBuf, String> {
     }
 }
 
-fn write_sluice_config(dir: &Path, listen: &str, sink_base: &str, extra: &str) -> PathBuf {
+/// The `storage.url` of a fresh SQLite file in `dir`.
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("sluice.db").display())
+}
+
+fn write_sluice_config(
+    dir: &Path,
+    listen: &str,
+    sink_base: &str,
+    storage_url: &str,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("routes.toml");
     let text = format!(
         r#"
@@ -571,7 +619,7 @@ listen = "{listen}"
 [sentry]
 client_secrets = ["{SECRET}"]
 [storage]
-url = "sqlite://{db}"
+url = "{storage_url}"
 [channels.errors]
 webhook_url = "{sink_base}/hooks/errors"
 [channels.prod]
@@ -591,54 +639,73 @@ cooldown = "0s"
 [[routes]]
 environment = "production"
 channels = ["prod"]
-"#,
-        db = dir.join("sluice.db").display()
+"#
     );
     std::fs::write(&path, text).unwrap();
     path
 }
 
-/// Starts the release `sluice` binary on a fresh database in `dir`; returns it and its base URL.
-async fn start_sluice(b: &Bench, dir: &Path, extra: &str) -> Result<(Proc, String), String> {
+/// Spawns the release `sluice` binary with its config, log and (SQLite) database in `dir`;
+/// `storage_url` is the database (`None`: a fresh SQLite file in `dir`). Returns the process
+/// and its base URL, without waiting for it.
+fn spawn_sluice(
+    b: &Bench,
+    name: &str,
+    dir: &Path,
+    storage_url: Option<&str>,
+    extra: &str,
+) -> Result<(Proc, String), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let addr = format!("127.0.0.1:{}", free_port());
-    let config = write_sluice_config(dir, &addr, &b.sink_base, extra);
+    let storage_url = storage_url.map_or_else(|| sqlite_url(dir), str::to_string);
+    let config = write_sluice_config(dir, &addr, &b.sink_base, &storage_url, extra);
     let bin = sluice_bin()?;
-    eprintln!("bench: sluice binary {}", bin.display());
+    eprintln!("bench: {name}: sluice binary {}", bin.display());
     let mut cmd = Command::new(bin);
     cmd.arg("serve").arg("-c").arg(&config);
-    let mut proc = Proc::spawn("sluice", cmd, dir, "sluice")?;
-    proc.wait_ready(&format!("http://{addr}/readyz")).await?;
+    let proc = Proc::spawn(name, cmd, dir, "sluice")?;
     Ok((proc, format!("http://{addr}")))
 }
 
-async fn run_sluice(b: &Bench) -> (Row, Option<Idle>) {
+/// Starts the release `sluice` binary on a fresh SQLite database in `dir`; returns it and its
+/// base URL once `/readyz` answers 200.
+async fn start_sluice(b: &Bench, dir: &Path, extra: &str) -> Result<(Proc, String), String> {
+    let (mut proc, base) = spawn_sluice(b, "sluice", dir, None, extra)?;
+    proc.wait_ready(&format!("{base}/readyz")).await?;
+    Ok((proc, base))
+}
+
+async fn run_sluice(b: &Bench) -> (Row, Option<Followup>) {
+    let name = "sluice (sqlite)";
     let result = async {
         let (proc, base) = start_sluice(b, &b.dir.path().join("sluice"), "").await?;
         let url = format!("{base}/sentry/webhook");
         let before = b.sink.received();
         let run = load(&url, sentry_deliveries(b.n, "a"), b.connections, is_202).await;
-        let idle = sluice_idle_latency(b, &url, before).await;
-        Ok((
-            Measured {
-                run,
-                rss_mib: proc.peak_rss_mib(),
-            },
-            idle,
-        ))
+        let rss_mib = proc.peak_rss_mib();
+        let followup = drain_and_probe(b, name, &[base], before, Vec::new()).await;
+        Ok((Measured { run, rss_mib }, followup))
     }
     .await;
+    split_followup(name, result)
+}
+
+/// A row and its follow-up from one result.
+fn split_followup(
+    name: &'static str,
+    result: Result<(Measured, Followup), String>,
+) -> (Row, Option<Followup>) {
     match result {
-        Ok((m, idle)) => (
+        Ok((m, followup)) => (
             Row {
-                name: "sluice (sqlite)",
+                name,
                 result: Ok(m),
             },
-            Some(idle),
+            Some(followup),
         ),
         Err(e) => (
             Row {
-                name: "sluice (sqlite)",
+                name,
                 result: Err(e),
             },
             None,
@@ -646,11 +713,253 @@ async fn run_sluice(b: &Bench) -> (Row, Option<Idle>) {
     }
 }
 
+/// A fresh scratch database on the PostgreSQL server the tests use, or why there is none (the
+/// PostgreSQL rows are then skipped; nothing here panics the benchmark).
+async fn scratch_postgres() -> Result<ScratchPostgres, String> {
+    let admin = sluice::testing::postgres_admin_url();
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+        Ok(Err(e)) => return Err(format!("skipped: PostgreSQL not reachable at {admin}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "skipped: PostgreSQL at {admin} did not answer within 5 s"
+            ));
+        }
+    }
+    // `ScratchPostgres::new` panics when it cannot create the database: keep that in a task.
+    tokio::spawn(ScratchPostgres::new())
+        .await
+        .map_err(|e| format!("skipped: cannot create a scratch database at {admin}: {e}"))
+}
+
+/// The role `/readyz` reports (`leader` or `follower`), when it answers 200.
+async fn readyz_role(client: &reqwest::Client, base: &str) -> Option<String> {
+    let resp = client.get(format!("{base}/readyz")).send().await.ok()?;
+    if resp.status() != StatusCode::OK {
+        return None;
+    }
+    let v: Value = resp.json().await.ok()?;
+    (v["status"] == "ready").then(|| v["role"].as_str().unwrap_or("?").to_string())
+}
+
+/// `replicas` `sluice serve` processes sharing one fresh scratch PostgreSQL database, each on
+/// its own loopback port; the load goes to them round-robin.
+async fn run_sluice_postgres(
+    b: &Bench,
+    name: &'static str,
+    replicas: usize,
+    tag: &str,
+) -> (Row, Option<Followup>) {
+    let result = async {
+        // Declared before the processes, so dropped (DROP DATABASE) after they are killed.
+        let db = scratch_postgres().await?;
+        // Spawn them all before waiting for any, so they start (and migrate) together.
+        let mut procs = Vec::new();
+        let mut bases = Vec::new();
+        for r in 1..=replicas {
+            let dir = b.dir.path().join(format!("{tag}-replica-{r}"));
+            let (proc, base) =
+                spawn_sluice(b, &format!("sluice replica {r}"), &dir, Some(db.url()), "")?;
+            procs.push(proc);
+            bases.push(base);
+        }
+        for (proc, base) in procs.iter_mut().zip(&bases) {
+            proc.wait_ready(&format!("{base}/readyz")).await?;
+        }
+        // Ready is not leading: wait until one replica leads (runs the delivery worker).
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        let roles = loop {
+            let mut roles = Vec::new();
+            for base in &bases {
+                roles.push(readyz_role(&client, base).await);
+            }
+            let leaders = roles.iter().flatten().filter(|r| *r == "leader").count();
+            if leaders >= 1 && roles.iter().all(Option::is_some) {
+                break roles;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                return Err(format!(
+                    "no replica leads after 15 s: /readyz roles {roles:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let roles: Vec<String> = roles.into_iter().flatten().collect();
+        let leaders = roles.iter().filter(|r| *r == "leader").count();
+        let mut notes = vec![format!(
+            "/readyz before the load (after {:.2} s): {}{}",
+            start.elapsed().as_secs_f64(),
+            roles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("replica {} {r}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if leaders == 1 {
+                String::new()
+            } else {
+                format!(" -- {leaders} LEADERS")
+            }
+        )];
+        let urls: Vec<String> = bases
+            .iter()
+            .map(|base| format!("{base}/sentry/webhook"))
+            .collect();
+        let before = b.sink.received();
+        let run = load_round_robin(&urls, sentry_deliveries(b.n, tag), b.connections, is_202).await;
+        let peaks: Vec<f64> = procs.iter().map(Proc::peak_rss_mib).collect();
+        if replicas > 1 {
+            notes.push(format!(
+                "peak RSS per replica (the table shows their sum): {} MiB",
+                peaks
+                    .iter()
+                    .map(|p| format!("{p:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            ));
+        }
+        let followup = drain_and_probe(b, name, &bases, before, notes).await;
+        for proc in &mut procs {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}): {}",
+                    proc.name,
+                    proc.log_tail()
+                ));
+            }
+        }
+        Ok((
+            Measured {
+                run,
+                rss_mib: peaks.iter().sum(),
+            },
+            followup,
+        ))
+    }
+    .await;
+    split_followup(name, result)
+}
+
+/// What followed the load on a Sluice row: the drain, the accounting check and the idle
+/// latency.
+struct Followup {
+    target: &'static str,
+    drained_after: Duration,
+    delivered_by_load: u64,
+    accounting: Result<Accounting, String>,
+    latencies: Vec<Duration>,
+    /// Probe deliveries answered with anything but 202.
+    probe_errors: usize,
+    notes: Vec<String>,
+}
+
+/// The delivery accounting of the load's channels (`errors` and `prod`) from `/metrics`,
+/// read once the worker drained.
+struct Accounting {
+    /// `sluice_webhooks_total{resource="event_alert",outcome="stored"}`, summed over the
+    /// replicas (a per-process counter).
+    stored: u64,
+    /// `sluice_webhooks_total` with any other outcome, summed over the replicas.
+    not_stored: u64,
+    /// The rest is read from the store, the same from every replica.
+    routed: u64,
+    posted: u64,
+    pending: u64,
+    dead: u64,
+    folded: u64,
+    rolled_up: u64,
+    messages_posted: u64,
+    /// Channels where routed != posted + pending + dead.
+    broken: Vec<String>,
+}
+
+/// The value of the series `name{labels}` in a Prometheus text page, 0 when absent.
+fn metric(text: &str, name: &str, labels: &str) -> u64 {
+    let key = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+async fn read_accounting(bases: &[String]) -> Result<Accounting, String> {
+    let mut pages = Vec::new();
+    for base in bases {
+        let resp = reqwest::get(format!("{base}/metrics"))
+            .await
+            .map_err(|e| format!("{base}/metrics: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{base}/metrics answered {}", resp.status()));
+        }
+        pages.push(resp.text().await.map_err(|e| e.to_string())?);
+    }
+    let mut a = Accounting {
+        stored: 0,
+        not_stored: 0,
+        routed: 0,
+        posted: 0,
+        pending: 0,
+        dead: 0,
+        folded: 0,
+        rolled_up: 0,
+        messages_posted: 0,
+        broken: Vec::new(),
+    };
+    for page in &pages {
+        for line in page.lines() {
+            let Some(rest) = line.strip_prefix("sluice_webhooks_total{") else {
+                continue;
+            };
+            let n = rest
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            if rest.starts_with(r#"resource="event_alert",outcome="stored"}"#) {
+                a.stored += n;
+            } else {
+                a.not_stored += n;
+            }
+        }
+    }
+    let page = &pages[0];
+    for channel in ["errors", "prod"] {
+        let labels = format!("channel=\"{channel}\"");
+        let term = |name: &str| metric(page, name, &labels);
+        let (routed, posted, pending, dead) = (
+            term("sluice_occurrences_routed_total"),
+            term("sluice_occurrences_posted_total"),
+            term("sluice_occurrences_pending"),
+            term("sluice_occurrences_dead_total"),
+        );
+        if routed != posted + pending + dead {
+            a.broken.push(channel.to_string());
+        }
+        a.routed += routed;
+        a.posted += posted;
+        a.pending += pending;
+        a.dead += dead;
+        a.folded += term("sluice_occurrences_folded_total");
+        a.rolled_up += term("sluice_messages_rolled_up_total");
+        a.messages_posted += term("sluice_messages_posted_total");
+    }
+    Ok(a)
+}
+
 /// Waits for Sluice's worker to deliver what the load queued: until the sink has one message
 /// per delivery, or has received nothing for 5 s (storm control holds back and rolls up
-/// messages), at most 60 s. Then sends 30 probe deliveries one at a time and times each from
-/// sending the webhook to the sink receiving the Slack request.
-async fn sluice_idle_latency(b: &Bench, url: &str, sink_before: u64) -> Idle {
+/// messages), at most 60 s. Then reads the delivery accounting from every replica's
+/// `/metrics`, and sends 30 probe deliveries one at a time (round-robin over `bases`) and
+/// times each from sending the webhook to the sink receiving the Slack request.
+async fn drain_and_probe(
+    b: &Bench,
+    target: &'static str,
+    bases: &[String],
+    sink_before: u64,
+    notes: Vec<String>,
+) -> Followup {
     let sink = &b.sink;
     let want = sink_before + b.n as u64;
     let drain_start = Instant::now();
@@ -666,21 +975,29 @@ async fn sluice_idle_latency(b: &Bench, url: &str, sink_before: u64) -> Idle {
     }
     let drained_after = last_arrival.duration_since(drain_start);
     let delivered_by_load = sink.received() - sink_before;
+    let accounting = read_accounting(bases).await;
     let mut latencies = Vec::new();
+    let mut probe_errors = 0;
     let client = reqwest::Client::new();
-    for d in probe_deliveries(30) {
+    for (i, d) in probe_deliveries(30).into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let before = sink.received();
         let arrived = sink.arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
+        let url = format!("{}/sentry/webhook", bases[i % bases.len()]);
         let mut req = client.post(url).body(d.body);
         for (k, v) in &d.headers {
             req = req.header(*k, v);
         }
         let t = Instant::now();
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        match req.send().await {
+            Ok(resp) if resp.status() == StatusCode::ACCEPTED => {}
+            _ => {
+                probe_errors += 1;
+                continue;
+            }
+        }
         while sink.received() == before {
             if tokio::time::timeout(Duration::from_secs(10), arrived.as_mut())
                 .await
@@ -694,10 +1011,14 @@ async fn sluice_idle_latency(b: &Bench, url: &str, sink_before: u64) -> Idle {
         latencies.push(t.elapsed());
     }
     latencies.sort();
-    Idle {
+    Followup {
+        target,
         drained_after,
         delivered_by_load,
+        accounting,
         latencies,
+        probe_errors,
+        notes,
     }
 }
 
@@ -960,14 +1281,15 @@ fn print_table(b: &Bench, rows: &[Row]) {
         b.connections,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(20);
     println!(
-        "{:<20} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8}",
+        "{:<w$} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8}",
         "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "RSS MiB"
     );
     for row in rows {
         match &row.result {
             Ok(m) => println!(
-                "{:<20} {:>9.0} {:>8} {:>8} {:>8} {:>7} {:>8.1}",
+                "{:<w$} {:>9.0} {:>8} {:>8} {:>8} {:>7} {:>8.1}",
                 row.name,
                 m.run.rps(),
                 ms(m.run.pct(0.5)),
@@ -976,7 +1298,7 @@ fn print_table(b: &Bench, rows: &[Row]) {
                 m.run.errors,
                 m.rss_mib
             ),
-            Err(note) => println!("{:<20} {note}", row.name),
+            Err(note) => println!("{:<w$} {note}", row.name),
         }
     }
     for row in rows {
@@ -1024,6 +1346,28 @@ fn print_ratios(rows: &[Row]) {
             None => println!("{label:<20}    n/a   ({other} did not run)"),
         }
     }
+    let pg1 = rps(PG_1);
+    let pg3 = rps(PG_3);
+    match (pg3, pg1) {
+        (Some(three), Some(one)) => {
+            let ratio = three / one;
+            println!(
+                "{:<20} {ratio:>6.2}x   (target >= 2.0: {})",
+                "Postgres 3/1 replica",
+                if ratio >= 2.0 { "met" } else { "NOT met" }
+            );
+        }
+        _ => println!(
+            "{:<20}    n/a   (a PostgreSQL row did not run)",
+            "Postgres 3/1 replica"
+        ),
+    }
+    for (label, pg) in [("Postgres 1/sqlite", pg1), ("Postgres 3/sqlite", pg3)] {
+        match pg {
+            Some(pg) => println!("{label:<20} {:>6.2}x", pg / sluice),
+            None => println!("{label:<20}    n/a   (did not run)"),
+        }
+    }
     if let Some(m) = rows
         .iter()
         .find(|r| r.name == "sluice (sqlite)")
@@ -1040,22 +1384,65 @@ fn print_ratios(rows: &[Row]) {
     }
 }
 
-fn print_idle(b: &Bench, idle: &Idle) {
-    let last = if idle.drained_after.is_zero() {
+fn print_followup(b: &Bench, f: &Followup) {
+    let t = f.target;
+    let last = if f.drained_after.is_zero() {
         "none after the load ended (waited 5 s)".to_string()
     } else {
         format!(
             "the last {:.1} s after the load ended",
-            idle.drained_after.as_secs_f64()
+            f.drained_after.as_secs_f64()
         )
     };
     println!(
-        "sluice's worker sent {} Slack messages for the {} deliveries (storm control holds back and rolls up), {last}",
-        idle.delivered_by_load, b.n
+        "{t}: the worker sent {} Slack messages for the {} deliveries (storm control holds back and rolls up), {last}",
+        f.delivered_by_load, b.n
     );
-    let l = &idle.latencies;
+    match &f.accounting {
+        Ok(a) => {
+            let n = b.n as u64;
+            let ok = a.stored == n
+                && a.not_stored == 0
+                && a.routed == n
+                && a.broken.is_empty()
+                && a.messages_posted == f.delivered_by_load;
+            println!(
+                "{t}: accounting {}: stored {} of {n} deliveries ({} other outcomes); routed {} = posted {} + pending {} + dead {}{} (folded {}, rolled up {}); messages posted {} / sink received {}",
+                if ok { "OK" } else { "MISMATCH" },
+                a.stored,
+                a.not_stored,
+                a.routed,
+                a.posted,
+                a.pending,
+                a.dead,
+                if a.broken.is_empty() {
+                    String::new()
+                } else {
+                    format!(" BROKEN for {}", a.broken.join(", "))
+                },
+                a.folded,
+                a.rolled_up,
+                a.messages_posted,
+                f.delivered_by_load
+            );
+        }
+        Err(e) => println!("{t}: accounting not read: {e}"),
+    }
+    for note in &f.notes {
+        println!("{t}: {note}");
+    }
+    let l = &f.latencies;
+    let errors = if f.probe_errors > 0 {
+        format!(", {} probes NOT answered 202", f.probe_errors)
+    } else {
+        String::new()
+    };
+    if l.is_empty() {
+        println!("{t}: idle latency not measured{errors}");
+        return;
+    }
     println!(
-        "sluice idle webhook -> Slack request latency over {} deliveries: p50 {} ms, max {} ms",
+        "{t}: idle webhook -> Slack request latency over {} deliveries: p50 {} ms, max {} ms{errors}",
         l.len(),
         ms(l[l.len() / 2]),
         ms(*l.last().unwrap())
@@ -1096,8 +1483,15 @@ async fn bench_main() {
     };
     // One target at a time, each stopped before the next starts.
     let mut rows = vec![run_ceiling(&b).await];
-    let (sluice_row, idle) = run_sluice(&b).await;
-    rows.push(sluice_row);
+    let mut followups = Vec::new();
+    for (row, followup) in [
+        run_sluice(&b).await,
+        run_sluice_postgres(&b, PG_1, 1, "e").await,
+        run_sluice_postgres(&b, PG_3, 3, "f").await,
+    ] {
+        rows.push(row);
+        followups.extend(followup);
+    }
     let (am_row, am_note) = run_alertmanager(&b).await;
     rows.push(am_row);
     rows.push(run_naive(&b).await);
@@ -1107,8 +1501,8 @@ async fn bench_main() {
 
     print_table(&b, &rows);
     print_ratios(&rows);
-    if let Some(idle) = &idle {
-        print_idle(&b, idle);
+    for followup in &followups {
+        print_followup(&b, followup);
     }
     if let Some(note) = am_note {
         println!("{note}");
