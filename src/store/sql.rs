@@ -497,24 +497,6 @@ where
             );
             q.build().execute(&mut *conn).await?;
         }
-        let counters: BTreeMap<_, _> = counters.into_iter().collect();
-        let counters: Vec<_> = counters.into_iter().collect();
-        for chunk in counters.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<DB>::new(
-                "INSERT INTO channel_counters (channel, occurrences_routed, occurrences_folded) ",
-            );
-            q.push_values(chunk, |mut b, (channel, (routed, folded))| {
-                b.push_bind(channel.to_string())
-                    .push_bind(*routed)
-                    .push_bind(*folded);
-            });
-            q.push(
-                " ON CONFLICT (channel) DO UPDATE SET
-                    occurrences_routed = channel_counters.occurrences_routed + excluded.occurrences_routed,
-                    occurrences_folded = channel_counters.occurrences_folded + excluded.occurrences_folded",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
         let changed: BTreeMap<_, _> = pairs.into_iter().filter(|(_, p)| p.changed).collect();
         let changed: Vec<_> = changed.into_iter().collect();
         for chunk in changed.chunks(ROWS_PER_STATEMENT) {
@@ -561,6 +543,26 @@ where
                     .push_bind_unseparated(row.now)
                     .push_unseparated(")");
             });
+            q.build().execute(&mut *conn).await?;
+        }
+        // Last, the per-channel counters: every group of every replica updates these few rows,
+        // so their row locks are taken as late, and held as briefly, as the transaction allows.
+        let counters: BTreeMap<_, _> = counters.into_iter().collect();
+        let counters: Vec<_> = counters.into_iter().collect();
+        for chunk in counters.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "INSERT INTO channel_counters (channel, occurrences_routed, occurrences_folded) ",
+            );
+            q.push_values(chunk, |mut b, (channel, (routed, folded))| {
+                b.push_bind(channel.to_string())
+                    .push_bind(*routed)
+                    .push_bind(*folded);
+            });
+            q.push(
+                " ON CONFLICT (channel) DO UPDATE SET
+                    occurrences_routed = channel_counters.occurrences_routed + excluded.occurrences_routed,
+                    occurrences_folded = channel_counters.occurrences_folded + excluded.occurrences_folded",
+            );
             q.build().execute(&mut *conn).await?;
         }
         if !outbox.is_empty() {
