@@ -6,18 +6,25 @@
 //! replica holding a session-level advisory lock ([`LOCK_KEY`]) on a connection of its own:
 //!
 //! - Followers try to take the lock every [`POLL`]. When the leader dies, PostgreSQL ends its
-//!   session and releases the lock; a follower takes it at its next try.
-//! - The leader checks its lock connection every [`CHECK`], four times as often as followers
-//!   try. If a check fails or takes longer than [`CHECK_TIMEOUT`], it stops leading at once
-//!   (its workers are cancelled), and waits a [`POLL`] before it tries again, so that a
-//!   follower with a working connection gets the lock.
+//!   session and releases the lock; a follower takes it at its next try. When the leader's
+//!   machine goes silent instead, the lock connection's TCP keepalive settings make PostgreSQL
+//!   end the session within about 6 s.
+//! - A follower that took the lock waits [`GRACE`] before it delivers: the longest an old
+//!   leader needs to notice that it lost the lock.
+//! - The leader checks its lock connection every [`CHECK`]. If a check fails or takes longer
+//!   than [`CHECK_TIMEOUT`], it stops leading at once: its workers are cancelled, and the
+//!   delivery worker sends nothing more after the send in flight. It competes again only once
+//!   its workers have stopped, and a [`POLL`] later, so that a follower with a working
+//!   connection gets the lock first.
 //! - On shutdown the leader unlocks once its workers have stopped, so a follower takes over
 //!   at its next try, and never while this process still delivers.
 //!
 //! A message in flight when the leader dies may be sent again by the next leader: delivery is
-//! at least once.
+//! at least once. The takeover takes at most a [`POLL`] plus [`GRACE`] after PostgreSQL let
+//! the lock go.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -40,10 +47,23 @@ pub const CHECK: Duration = Duration::from_millis(250);
 /// A lock-connection check slower than this counts as a lost connection.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A new leader waits this long after taking the lock before it delivers: the longest an old
+/// leader that lost the lock may take to notice ([`CHECK`] then [`CHECK_TIMEOUT`]).
+pub const GRACE: Duration = Duration::from_millis(2250);
+
+/// How long a stepping-down leader waits for its workers before it aborts them.
+pub const WORKERS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Leadership for this process as it changes: `true` while it leads. `postgres_url` is the
-/// database shared with other replicas; `None` (SQLite) leads from the start. `stop` gives
-/// the lead up (cancel it once the leader's workers have stopped).
-pub fn campaign(postgres_url: Option<String>, stop: CancellationToken) -> watch::Receiver<bool> {
+/// database shared with other replicas; `None` (SQLite) leads from the start. `delivering` is
+/// true while this process's leader workers run ([`run_while_leading`] clears it once they
+/// have stopped); the lock is not sought again before. `stop` gives the lead up (cancel it once
+/// the leader's workers have stopped).
+pub fn campaign(
+    postgres_url: Option<String>,
+    delivering: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(postgres_url.is_none());
     match postgres_url {
         None => {
@@ -54,15 +74,26 @@ pub fn campaign(postgres_url: Option<String>, stop: CancellationToken) -> watch:
             });
         }
         Some(url) => {
-            tokio::spawn(hold_lock(url, tx, stop));
+            tokio::spawn(hold_lock(url, tx, delivering, stop));
         }
     }
     rx
 }
 
 /// Takes the lock when it can and holds it while the connection answers, until `stop`.
-async fn hold_lock(url: String, leading: watch::Sender<bool>, stop: CancellationToken) {
+async fn hold_lock(
+    url: String,
+    leading: watch::Sender<bool>,
+    delivering: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
     while !stop.is_cancelled() {
+        // Not while workers of an earlier lead still run: they would deliver beside the next.
+        while delivering.load(Ordering::SeqCst) {
+            if !pause(CHECK, &stop).await {
+                return;
+            }
+        }
         let mut conn = match connect(&url).await {
             Ok(conn) => conn,
             Err(err) => {
@@ -100,7 +131,9 @@ async fn hold_lock(url: String, leading: watch::Sender<bool>, stop: Cancellation
         if stop.is_cancelled() {
             return;
         }
-        if !is_locked(&mut conn).await {
+        // Give an old leader that lost the lock time to notice and stop, then make sure the
+        // lock (and the connection holding it) is still ours.
+        if !pause(GRACE, &stop).await || !is_locked(&mut conn).await {
             continue;
         }
         tracing::info!("leader: this replica leads (delivers to Slack, runs the digest)");
@@ -123,6 +156,9 @@ async fn hold_lock(url: String, leading: watch::Sender<bool>, stop: Cancellation
             if !matches!(checked, Ok(Ok(_))) {
                 leading.send_replace(false);
                 tracing::error!("leader: lost the lock connection; stopped delivering");
+                // Let the lock go for sure, and give a follower with a working connection the
+                // first try.
+                drop(conn);
                 pause(POLL, &stop).await;
                 break;
             }
@@ -147,9 +183,18 @@ async fn is_locked(conn: &mut PgConnection) -> bool {
     matches!(held, Ok(Ok(true)))
 }
 
+/// The lock connection. Its server-side TCP settings make PostgreSQL end the session, and so
+/// release the lock, within about 6 s of this host going silent (dead machine, cut network),
+/// instead of the kernel's default of two hours; a follower then takes over.
 async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
     let options = crate::store::postgres::connect_options(url)
-        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+        .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?
+        .options([
+            ("tcp_keepalives_idle", "3"),
+            ("tcp_keepalives_interval", "1"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "6000"),
+        ]);
     tokio::time::timeout(CHECK_TIMEOUT * 2, PgConnection::connect_with(&options))
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)?
@@ -195,22 +240,33 @@ pub async fn run_while_leading(
             )));
         }
         // Lead until told otherwise.
+        let mut campaign_over = false;
         loop {
             tokio::select! {
                 changed = leading.changed() => match changed {
                     Ok(()) if *leading.borrow() => continue,
                     Ok(()) => break,
-                    Err(_) => { stop.cancelled().await; break }
+                    // The campaign is gone (it only ends at shutdown): stop leading.
+                    Err(_) => {
+                        campaign_over = true;
+                        break;
+                    }
                 },
                 _ = stop.cancelled() => break,
             }
         }
         term.cancel();
-        state.leading.store(false, Ordering::SeqCst);
-        for worker in workers {
-            let _ = worker.await;
+        for mut worker in workers {
+            if tokio::time::timeout(WORKERS_STOP_TIMEOUT, &mut worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("leader: a worker did not stop in time; aborted");
+                worker.abort();
+            }
         }
-        if stop.is_cancelled() {
+        state.leading.store(false, Ordering::SeqCst);
+        if stop.is_cancelled() || campaign_over {
             return;
         }
     }

@@ -93,7 +93,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         }
         let now = Instant::now();
         limited.retain(|_, until| *until > now);
-        let progressed = match round(&state, &client, &limits, &mut limited).await {
+        let progressed = match round(&state, &client, &limits, &mut limited, &shutdown).await {
             Ok(n) => n > 0,
             Err(err) => {
                 tracing::error!(error = %err, "outbox: store unavailable, retrying");
@@ -193,9 +193,13 @@ async fn round(
     client: &SlackClient,
     limits: &std::sync::Arc<Mutex<ChannelLimits>>,
     limited: &mut HashMap<String, Instant>,
+    stop: &CancellationToken,
 ) -> Result<usize, StoreError> {
     let live = state.live.load_full();
-    storm_control(state, &live.config).await?;
+    // A failure here (say, one unreadable row) must not stop the messages already queued.
+    if let Err(err) = storm_control(state, &live.config).await {
+        tracing::error!(error = %err, "outbox: storm control failed; delivering what is queued");
+    }
     let due = state.store.due_outbox(now_ms(), PER_CHANNEL_BATCH).await?;
     if due.is_empty() {
         return Ok(0);
@@ -212,8 +216,9 @@ async fn round(
     let mut tasks = JoinSet::new();
     for (channel, items) in by_channel {
         let (state, client, limits) = (state.clone(), client.clone(), limits.clone());
+        let stop = stop.clone();
         tasks.spawn(async move {
-            let result = deliver_channel(&state, &client, &limits, &channel, items).await;
+            let result = deliver_channel(&state, &client, &limits, &channel, items, &stop).await;
             (channel, result)
         });
     }
@@ -269,19 +274,25 @@ async fn render(state: &AppState, item: &OutboxItem, now: i64) -> Result<SlackMe
 }
 
 /// Sends one channel's due rows in order, within its rate limit; stops at the first
-/// retryable failure (the store then holds the channel until the retry time).
+/// retryable failure (the store then holds the channel until the retry time), and before the
+/// next send once `stop` is cancelled: a replica that lost the lead must not go on sending
+/// beside the new leader.
 async fn deliver_channel(
     state: &AppState,
     client: &SlackClient,
     limits: &Mutex<ChannelLimits>,
     channel: &str,
     items: Vec<OutboxItem>,
+    stop: &CancellationToken,
 ) -> Result<Progress, StoreError> {
     let mut progress = Progress {
         done: 0,
         rate_limited_for: None,
     };
     for item in items {
+        if stop.is_cancelled() {
+            break;
+        }
         let live = state.live.load_full();
         let config = &live.config;
         let now = now_ms();

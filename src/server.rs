@@ -84,7 +84,7 @@ pub async fn run(
     // The lock is let go only after the leader's workers have stopped, so that a follower
     // never starts delivering while this process still does.
     let release = CancellationToken::new();
-    let leading = crate::leader::campaign(shared.clone(), release.clone());
+    let leading = crate::leader::campaign(shared.clone(), state.leading.clone(), release.clone());
     let leader = tokio::spawn(crate::leader::run_while_leading(
         state.clone(),
         leading,

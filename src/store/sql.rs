@@ -47,6 +47,9 @@ use super::{
 use crate::counts::{DAY_MS, IssueStats, MONTH_DAYS, day_of};
 use crate::storm::{self, CooldownState, Decision, RollUp};
 
+/// Most ended cooldowns released in one transaction (the `LIMIT` in `release_some_cooldowns`).
+const RELEASE_BATCH: usize = 200;
+
 /// Most deliveries committed in one transaction.
 pub const MAX_GROUP: usize = 512;
 
@@ -598,6 +601,76 @@ where
         Ok(())
     }
 
+    /// Releases at most [`RELEASE_BATCH`] ended cooldowns in one transaction (so the pair
+    /// locks it holds stay few); returns how many were due and how many it released.
+    async fn release_some_cooldowns(&self, now_ms: i64) -> Result<(usize, usize), StoreError> {
+        const DUE: &str = "SELECT issue_key, channel, cooldown_secs, folded, folded_since, payload
+             FROM issue_channels WHERE folded > 0 AND cooldown_until <= $1
+             ORDER BY issue_key, channel LIMIT 200";
+        let mut tx = self.writer.begin().await?;
+        let due: Vec<(String, String)> = sqlx::query(DUE)
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| (r.get("issue_key"), r.get("channel")))
+            .collect();
+        if due.is_empty() {
+            return Ok((0, 0));
+        }
+        let found = due.len();
+        // Lock, then read again: a delivery may have folded one more meanwhile.
+        DB::lock_pairs(&mut *tx, &due).await?;
+        let due: HashSet<(String, String)> = due.into_iter().collect();
+        let rows = sqlx::query(DUE).bind(now_ms).fetch_all(&mut *tx).await?;
+        let mut released = 0;
+        for r in &rows {
+            let issue_key: String = r.get("issue_key");
+            let channel: String = r.get("channel");
+            if !due.contains(&(issue_key.clone(), channel.clone())) {
+                continue;
+            }
+            released += 1;
+            let folded = r.get::<i64, _>("folded");
+            let payload: String = r.get("payload");
+            let OutboxMessage::Alert { alert, target } = serde_json::from_str(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("issue_channels {issue_key}: {e}")))?
+            else {
+                return Err(StoreError::Corrupt(format!(
+                    "issue_channels {issue_key}: not an alert"
+                )));
+            };
+            let message = OutboxMessage::FollowUp {
+                alert,
+                target,
+                folded: folded.max(0) as u64,
+                since_ms: r.get::<Option<i64>, _>("folded_since").unwrap_or(now_ms),
+            };
+            Self::insert_outbox(
+                &mut tx,
+                &channel,
+                &issue_key,
+                message.kind(),
+                &to_json(&message)?,
+                folded,
+                now_ms,
+            )
+            .await?;
+            sqlx::query(
+                "UPDATE issue_channels SET folded = 0, folded_since = NULL,
+                    cooldown_until = $1 + cooldown_secs * 1000
+                 WHERE issue_key = $2 AND channel = $3",
+            )
+            .bind(now_ms)
+            .bind(&issue_key)
+            .bind(&channel)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((found, released))
+    }
+
     fn decode_outbox(r: &DB::Row) -> Result<OutboxItem, StoreError> {
         let payload: String = r.get("payload");
         let message: OutboxMessage = serde_json::from_str(&payload).map_err(|e| {
@@ -729,70 +802,14 @@ where
     }
 
     async fn release_cooldowns(&self, now_ms: i64) -> Result<usize, StoreError> {
-        const DUE: &str = "SELECT issue_key, channel, cooldown_secs, folded, folded_since, payload
-             FROM issue_channels WHERE folded > 0 AND cooldown_until <= $1
-             ORDER BY issue_key, channel";
-        let mut tx = self.writer.begin().await?;
-        let due: Vec<(String, String)> = sqlx::query(DUE)
-            .bind(now_ms)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| (r.get("issue_key"), r.get("channel")))
-            .collect();
-        if due.is_empty() {
-            return Ok(0);
-        }
-        // Lock, then read again: a delivery may have folded one more meanwhile.
-        DB::lock_pairs(&mut *tx, &due).await?;
-        let due: HashSet<(String, String)> = due.into_iter().collect();
-        let rows = sqlx::query(DUE).bind(now_ms).fetch_all(&mut *tx).await?;
         let mut released = 0;
-        for r in &rows {
-            let issue_key: String = r.get("issue_key");
-            let channel: String = r.get("channel");
-            if !due.contains(&(issue_key.clone(), channel.clone())) {
-                continue;
+        loop {
+            let (due, done) = self.release_some_cooldowns(now_ms).await?;
+            released += done;
+            if due < RELEASE_BATCH {
+                return Ok(released);
             }
-            released += 1;
-            let folded = r.get::<i64, _>("folded");
-            let payload: String = r.get("payload");
-            let OutboxMessage::Alert { alert, target } = serde_json::from_str(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("issue_channels {issue_key}: {e}")))?
-            else {
-                return Err(StoreError::Corrupt(format!(
-                    "issue_channels {issue_key}: not an alert"
-                )));
-            };
-            let message = OutboxMessage::FollowUp {
-                alert,
-                target,
-                folded: folded.max(0) as u64,
-                since_ms: r.get::<Option<i64>, _>("folded_since").unwrap_or(now_ms),
-            };
-            Self::insert_outbox(
-                &mut tx,
-                &channel,
-                &issue_key,
-                message.kind(),
-                &to_json(&message)?,
-                folded,
-                now_ms,
-            )
-            .await?;
-            sqlx::query(
-                "UPDATE issue_channels SET folded = 0, folded_since = NULL,
-                    cooldown_until = $1 + cooldown_secs * 1000
-                 WHERE issue_key = $2 AND channel = $3",
-            )
-            .bind(now_ms)
-            .bind(&issue_key)
-            .bind(&channel)
-            .execute(&mut *tx)
-            .await?;
         }
-        tx.commit().await?;
-        Ok(released)
     }
 
     async fn outbox_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -924,7 +941,10 @@ where
         let rows = sqlx::query(
             "SELECT id, channel, issue_key, payload, occurrences, created_at, attempts
              FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY channel ORDER BY id) AS rn
-                   FROM outbox WHERE next_attempt_at <= $1) AS numbered
+                   FROM outbox WHERE next_attempt_at <= $1
+                     AND NOT EXISTS (SELECT 1 FROM channel_counters AS held
+                                     WHERE held.channel = outbox.channel
+                                       AND held.held_until > $1)) AS numbered
              WHERE rn <= $2 ORDER BY id",
         )
         .bind(now_ms)

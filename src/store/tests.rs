@@ -547,43 +547,52 @@ async fn postgres_over_tls() {
 }
 
 /// Nagle's algorithm would hold each multi-row statement's last segment for the server's
-/// delayed ACK (up to 40 ms a statement): every connection to the server has it off.
+/// delayed ACK (up to 40 ms a statement): the store's connections have it off.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn postgres_connections_send_without_delay() {
+    use sqlx::Connection;
     use std::os::fd::BorrowedFd;
     let db = crate::testing::ScratchPostgres::new().await;
-    let server_port = db.url().rsplit_once(':').map_or(5432, |(_, rest)| {
-        rest.split('/')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(5432)
-    });
     let store = open(db.url()).await.unwrap();
     for i in 0..20 {
+        let event = format!("n{i}");
         let d = delivery(
             &format!("nagle-{i}"),
             T0,
-            Some(alert("n", Some(&format!("n{i}")))),
+            Some(alert("n", Some(&event))),
             &["chan"],
         );
         store.ingest(&d).await.unwrap();
     }
+    // The store's sessions, as the server sees them: their client ports are our local ports.
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let ports: Vec<i32> = sqlx::query_scalar(
+        "SELECT client_port FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'sluice'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ports.is_empty(), "the store has no session");
     let mut checked = 0;
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
             continue;
         };
-        // SAFETY: only inspected; the test does not close descriptors meanwhile.
+        // SAFETY: only inspected; a descriptor closed meanwhile makes the calls fail.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let socket = socket2::SockRef::from(&fd);
-        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
-        if peer.is_some_and(|p| p.port() == server_port) {
-            assert!(socket.tcp_nodelay().unwrap(), "a connection with Nagle on");
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        if local.is_some_and(|l| ports.contains(&i32::from(l.port()))) {
+            assert!(
+                socket.tcp_nodelay().unwrap(),
+                "a store connection with Nagle on"
+            );
             checked += 1;
         }
     }
-    assert!(checked > 0, "no connection to the server found");
+    assert_eq!(checked, ports.len(), "every session of the store was found");
 }
 
 /// Several replicas commit into one PostgreSQL at once: every occurrence is counted once and

@@ -46,6 +46,25 @@ async fn leader_of(processes: &[&Process], within: Duration) -> usize {
     }
 }
 
+/// Ends the session holding the leader lock from the database side, as a network cut or a
+/// PostgreSQL restart of that connection would.
+async fn cut_the_leaders_lock_connection(db: &ScratchPostgres) {
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND (classid::bigint << 32) | objid::bigint = $1",
+    )
+    .bind(sluice::leader::LOCK_KEY)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "exactly one session holds the leader lock");
+}
+
 /// Posts `body` to the replica at `urls[first]`, or to the next one that answers, the way a
 /// load balancer routes around a dead backend. A 202 (stored) or 200 (already stored, when
 /// the first try was committed but its answer lost with the process) is an acknowledgement.
@@ -212,21 +231,7 @@ async fn a_leader_that_loses_its_lock_connection_steps_down_and_leadership_recov
     let all: Vec<&Process> = processes.iter().collect();
     let first = leader_of(&all, TAKEOVER).await;
 
-    // Cut the leader's lock connection from the database side.
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
-        .await
-        .unwrap();
-    let cut: i64 = sqlx::query_scalar(
-        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks
-         WHERE locktype = 'advisory' AND granted AND objsubid = 1
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND (classid::bigint << 32) | objid::bigint = $1",
-    )
-    .bind(sluice::leader::LOCK_KEY)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(cut, 1, "exactly one session holds the leader lock");
+    cut_the_leaders_lock_connection(&db).await;
 
     // The old leader steps down (it waits a poll before it competes again), someone leads
     // again within the takeover time, and both replicas keep serving.
@@ -270,13 +275,58 @@ async fn a_leader_stopped_with_sigterm_hands_over_at_the_next_poll() {
     let leader = processes.remove(first);
     leader.signal("TERM");
     assert_eq!(leader.wait_exit(Duration::from_secs(20)).await, Some(0));
-    // A deploy's rolling restart: the follower leads within a poll or two (1 s each), and
-    // delivers.
-    leader_of(&[&processes[0]], Duration::from_secs(3)).await;
+    // A deploy's rolling restart: the follower leads within a poll (1 s) and the grace a new
+    // leader gives an old one (2.25 s), and delivers.
+    leader_of(&[&processes[0]], Duration::from_secs(5)).await;
     let body = event_alert("78", &event_id(0x78), "front-end", "production");
     assert_eq!(
         processes[0].deliver("event_alert", &body).await.0,
         StatusCode::ACCEPTED
     );
     slack.wait_accepted(1, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_lock_mid_round_stops_sending_at_once() {
+    // Fewer than the channel's max_backlog (20), so that nothing is rolled up.
+    const MESSAGES: usize = 15;
+    let db = ScratchPostgres::new().await;
+    let slack = FakeSlack::start().await;
+    // A slow Slack: the round of 15 messages takes 6 s.
+    slack.set_latency(Duration::from_millis(400));
+    let text = config_text_postgres(&slack, db.url(), "");
+    let (processes, _dirs) = replicas(&text, 2).await;
+    let all: Vec<&Process> = processes.iter().collect();
+    leader_of(&all, TAKEOVER).await;
+    for i in 0..MESSAGES {
+        let body = event_alert("91", &event_id(0x9100 + i), "front-end", "production");
+        assert_eq!(
+            all[i % 2].deliver("event_alert", &body).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let sent = || {
+        slack
+            .received()
+            .iter()
+            .filter(|r| r.path == "hooks/frontend-prod")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent() < 3 {
+        assert!(Instant::now() < deadline, "the leader never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cut_the_leaders_lock_connection(&db).await;
+
+    // The next leader sends the rest; the old one sent nothing after its send in flight.
+    let store = sluice::store::open(db.url()).await.unwrap();
+    let totals = wait_drained(&*store, "frontend-prod", Duration::from_secs(60)).await;
+    assert_eq!(totals.occurrences_posted, MESSAGES as u64, "{totals:?}");
+    assert_eq!(totals.messages_posted, MESSAGES as u64, "{totals:?}");
+    assert!(
+        sent() <= MESSAGES + 1,
+        "Slack got {} messages for {MESSAGES}: the old leader kept sending",
+        sent()
+    );
 }

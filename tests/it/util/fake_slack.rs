@@ -61,6 +61,8 @@ struct Inner {
     received: Mutex<Vec<Received>>,
     arrived: Notify,
     next_ts: Mutex<u64>,
+    /// How long every answer takes.
+    latency: Mutex<std::time::Duration>,
 }
 
 /// Handle to a running fake Slack.
@@ -111,6 +113,11 @@ impl FakeSlack {
     /// Answers every `n`-th request with 429 and `Retry-After: retry_after_secs`.
     pub fn rate_limit_every(&self, n: u64, retry_after_secs: u64) {
         *self.inner.rate_limit_every.lock().unwrap() = (n, retry_after_secs);
+    }
+
+    /// Takes `latency` to answer every request from now on, like a slow Slack.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        *self.inner.latency.lock().unwrap() = latency;
     }
 
     /// Everything received so far.
@@ -210,6 +217,8 @@ async fn webhook(
     body: Bytes,
 ) -> Response {
     let reply = answer(&inner, format!("hooks/{name}"), &headers, &body);
+    let latency = *inner.latency.lock().unwrap();
+    tokio::time::sleep(latency).await;
     match reply {
         Reply::Ok => (StatusCode::OK, "ok").into_response(),
         Reply::RateLimited { retry_after_secs } => (
@@ -230,6 +239,8 @@ async fn web_api(
     body: Bytes,
 ) -> Response {
     let reply = answer(&inner, format!("api/{method}"), &headers, &body);
+    let latency = *inner.latency.lock().unwrap();
+    tokio::time::sleep(latency).await;
     match reply {
         Reply::Ok => {
             let ts = {
