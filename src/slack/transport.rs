@@ -117,15 +117,7 @@ impl SlackClient {
             }
             Destination::Webhook { url } => {
                 let body = json!({"text": message.text, "blocks": message.blocks});
-                match self.http.post(url).json(&body).send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let retry_after = retry_after(resp.headers());
-                        let text = resp.text().await.unwrap_or_default();
-                        classify_webhook(status, retry_after, &text)
-                    }
-                    Err(err) => SendOutcome::Failed(Retry::Backoff(describe(err))),
-                }
+                send(self.http.post(url).json(&body), classify_webhook).await
             }
             Destination::WebApi {
                 channel,
@@ -181,22 +173,25 @@ impl SlackClient {
         body: &Value,
     ) -> SendOutcome {
         let url = format!("{}/{method}", api_base.trim_end_matches('/'));
-        match self
-            .http
-            .post(url)
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-        {
-            Ok(resp) => {
-                let status = resp.status();
-                let retry_after = retry_after(resp.headers());
-                let text = resp.text().await.unwrap_or_default();
-                classify_web_api(status, retry_after, &text)
-            }
-            Err(err) => SendOutcome::Failed(Retry::Backoff(describe(err))),
+        let request = self.http.post(url).bearer_auth(token).json(body);
+        send(request, classify_web_api).await
+    }
+}
+
+/// Sends `request` and reads Slack's answer with `classify` (status, Retry-After, body); a
+/// request that got no answer (connection error, timeout) is retried with backoff.
+async fn send(
+    request: reqwest::RequestBuilder,
+    classify: fn(StatusCode, Option<Duration>, &str) -> SendOutcome,
+) -> SendOutcome {
+    match request.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let retry_after = retry_after(resp.headers());
+            let text = resp.text().await.unwrap_or_default();
+            classify(status, retry_after, &text)
         }
+        Err(err) => SendOutcome::Failed(Retry::Backoff(describe(err))),
     }
 }
 

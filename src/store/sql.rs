@@ -538,13 +538,7 @@ where
                     .push_bind(row.payload.clone())
                     .push_bind(row.occurrences)
                     .push_bind(row.now)
-                    .push_unseparated(", COALESCE((SELECT CASE WHEN held_until > ")
-                    .push_bind_unseparated(row.now)
-                    .push_unseparated(" THEN held_until END FROM channel_counters WHERE channel = ")
-                    .push_bind_unseparated(row.channel.to_string())
-                    .push_unseparated("), ")
-                    .push_bind_unseparated(row.now)
-                    .push_unseparated(")");
+                    .push_bind(row.now);
             });
             q.build().execute(&mut *conn).await?;
         }
@@ -586,9 +580,7 @@ where
         sqlx::query(
             "INSERT INTO outbox (channel, issue_key, kind, payload, occurrences, created_at,
                                  next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6, COALESCE(
-                 (SELECT CASE WHEN held_until > $6 THEN held_until END
-                  FROM channel_counters WHERE channel = $1), $6))",
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
         )
         .bind(channel)
         .bind(issue_key)
@@ -957,7 +949,9 @@ where
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
             "SELECT MIN(t) AS t FROM (
-                SELECT MIN(next_attempt_at) AS t FROM outbox
+                SELECT MIN(CASE WHEN held.held_until > o.next_attempt_at THEN held.held_until
+                                ELSE o.next_attempt_at END) AS t
+                FROM outbox AS o LEFT JOIN channel_counters AS held ON held.channel = o.channel
                 UNION ALL
                 SELECT MIN(cooldown_until) AS t FROM issue_channels WHERE folded > 0) AS due",
         )
@@ -1021,13 +1015,8 @@ where
         .await?
         .map(|r| r.get("channel"));
         if let Some(channel) = channel {
-            sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1 WHERE channel = $2 AND next_attempt_at < $1",
-            )
-            .bind(next_attempt_ms)
-            .bind(&channel)
-            .execute(&mut *tx)
-            .await?;
+            // The hold is the channel's, read by `due_outbox`: rows queued meanwhile, by any
+            // replica, wait for it too.
             sqlx::query(
                 "INSERT INTO channel_counters (channel, held_until) VALUES ($1, $2)
                  ON CONFLICT (channel) DO UPDATE SET
