@@ -9,6 +9,7 @@
 pub(crate) mod postgres;
 mod sql;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
@@ -158,6 +159,33 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
+impl<'a> From<&'a OutboxItem> for crate::storm::Waiting<'a> {
+    /// The row as roll-up sees it (see [`crate::storm::plan_roll_up`]).
+    fn from(item: &'a OutboxItem) -> Self {
+        use crate::storm::Content;
+        let content = match &item.message {
+            OutboxMessage::Alert { alert, target } => Content::Issue {
+                issue_key: &item.issue_key,
+                alert,
+                mention: target.mention.as_deref(),
+            },
+            OutboxMessage::FollowUp { alert, .. } => Content::Issue {
+                issue_key: &item.issue_key,
+                alert,
+                mention: None,
+            },
+            OutboxMessage::RollUp(rollup) => Content::RollUp(rollup),
+            OutboxMessage::Digest { .. } | OutboxMessage::Notice { .. } => Content::Other,
+        };
+        crate::storm::Waiting {
+            id: item.id,
+            occurrences: item.occurrences,
+            queued_at_ms: item.created_at_ms,
+            content,
+        }
+    }
+}
+
 /// A message Slack refused for good, kept with Slack's error string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -169,6 +197,9 @@ pub struct DeadLetter {
     pub occurrences: u64,
     /// Attempts made.
     pub attempts: u32,
+    /// The reason's code (`channel_not_found`, `http_404`, `max_retry_age`, …): see
+    /// [`crate::slack::Refusal`].
+    pub reason: String,
     /// Slack's error string (`channel_not_found`, `invalid_payload`, `max_retry_age exceeded: …`).
     pub error: String,
     /// When it was dead-lettered, Unix ms.
@@ -243,6 +274,18 @@ pub struct IssueInfo {
     pub resolved_at_ms: Option<i64>,
 }
 
+/// Where a full message about an issue sits in a Web API channel: the root of its follow-ups'
+/// thread and the message `chat.update` rewrites with new counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackThread {
+    /// Slack's `ts` of the message.
+    pub ts: String,
+    /// The id of the channel it is in (`C0123456789`), as `chat.postMessage` answered:
+    /// `chat.update` accepts only an id, and `slack_channel` may be a name. `None` for a message
+    /// posted before Sluice kept it (the configured channel is used then).
+    pub channel_id: Option<String>,
+}
+
 /// What Sluice did for a channel within a time span.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelActivity {
@@ -258,14 +301,20 @@ pub struct ChannelActivity {
 /// background workers.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Answers if the database answers (for `/readyz`).
+    /// Answers if the database answers and, after a write transaction failed, if a probe
+    /// transaction commits again (for `/readyz`: not ready while commits fail).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Commits a delivery and everything derived from it in one durable transaction, or
     /// nothing. A body seen before changes nothing; an event id seen before is not counted or
     /// queued again. An occurrence within its issue's cooldown in a channel is folded
     /// (counted, no message) instead of queued.
-    async fn ingest(&self, delivery: &Delivery) -> Result<IngestOutcome, StoreError>;
+    async fn ingest(&self, delivery: Delivery) -> Result<IngestOutcome, StoreError>;
+
+    /// Whether a delivery with this body was committed before, read off the writer (it may
+    /// lag a commit in flight): lets the webhook answer a retry without parsing or routing
+    /// it. [`Store::ingest`] stays the judge of what is a duplicate.
+    async fn is_known_delivery(&self, body_sha256: &[u8; 32]) -> Result<bool, StoreError>;
 
     /// Queues a follow-up for every issue and channel whose cooldown ended at `now_ms` with
     /// occurrences folded, and starts a new cooldown for it; returns how many were queued.
@@ -287,10 +336,13 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Slack's `ts` of the last full message about `issue_key` in `channel` (Web API), the
-    /// thread for follow-ups.
-    async fn thread_ts(&self, issue_key: &str, channel: &str)
-    -> Result<Option<String>, StoreError>;
+    /// Where the last full message about `issue_key` in `channel` sits (Web API): the thread
+    /// for follow-ups and the message they update in place.
+    async fn thread_ts(
+        &self,
+        issue_key: &str,
+        channel: &str,
+    ) -> Result<Option<SlackThread>, StoreError>;
 
     /// Counts of one issue in the 30 days ending on the UTC day of `now_ms`.
     async fn issue_stats(&self, issue_key: &str, now_ms: i64) -> Result<IssueStats, StoreError>;
@@ -308,12 +360,14 @@ pub trait Store: Send + Sync + 'static {
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
 
     /// Slack accepted row `id`: move it to the sent log (with Slack's `ts` where the Web API
-    /// gave one; for a full alert message it becomes the issue's thread in that channel).
+    /// gave one; for a full alert message it becomes the issue's thread in that channel, kept
+    /// with `slack_channel_id`, the channel id Slack answered).
     async fn mark_posted(
         &self,
         id: i64,
         now_ms: i64,
         slack_ts: Option<&str>,
+        slack_channel_id: Option<&str>,
     ) -> Result<(), StoreError>;
 
     /// A retryable failure of row `id`: record the attempt and the error, and hold the row's
@@ -327,13 +381,14 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
     ) -> Result<(), StoreError>;
 
-    /// A permanent failure: move row `id` to the dead letters with Slack's error string.
+    /// A permanent failure: move row `id` to the dead letters with its reason (code and
+    /// Slack's words).
     async fn dead_letter(
         &self,
         id: i64,
         attempts: u32,
         now_ms: i64,
-        error: &str,
+        why: &crate::slack::Refusal,
     ) -> Result<(), StoreError>;
 
     /// Dead letters, newest first, at most `limit`.
@@ -373,13 +428,28 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Queues a message that stands for no occurrence (a notice from Sluice itself).
-    async fn enqueue(
+    /// Queues `message` for `channel` as the notice about `subject`, unless that subject was
+    /// reported less than `every_ms` before `now_ms`; the report is recorded in the same
+    /// transaction, so the limit holds across restarts and replicas. Returns whether it was
+    /// queued.
+    async fn queue_notice(
         &self,
+        subject: &str,
+        every_ms: i64,
         channel: &str,
         message: &OutboxMessage,
         now_ms: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
+
+    /// If `subject` was reported (and not resolved since), forgets it and queues `message` for
+    /// `channel` (its resolution: "deliveries resumed"), atomically; returns whether it did.
+    async fn resolve_notice(
+        &self,
+        subject: &str,
+        channel: &str,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// When the latest verified delivery arrived, Unix ms.
     async fn last_delivery_at(&self) -> Result<Option<i64>, StoreError>;
@@ -387,7 +457,7 @@ pub trait Store: Send + Sync + 'static {
     /// When the first delivery still on record arrived, Unix ms.
     async fn first_delivery_at(&self) -> Result<Option<i64>, StoreError>;
 
-    /// Dead letters per channel and Slack error string, most first.
+    /// Dead letters per channel and reason code, most first.
     async fn dead_letter_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 
     /// Posted, pending and dead totals of one channel.

@@ -82,7 +82,7 @@ impl SqlStore<Postgres> {
             .connect_with(connect_options(url)?)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self::from_pools(pool.clone(), pool))
+        Ok(Self::from_pools(pool.clone(), pool, true))
     }
 }
 

@@ -43,6 +43,15 @@ impl SqlStore<Sqlite> {
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or
     /// `sqlite::memory:`), runs the migrations and starts the committer task.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, |options| options).await
+    }
+
+    /// Like [`open`](Self::open), with the connection options changed by `adjust` first (a
+    /// test sets `max_page_count` to see what a full disk does).
+    pub async fn open_with(
+        url: &str,
+        adjust: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
+    ) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:");
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -54,6 +63,7 @@ impl SqlStore<Sqlite> {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let options = adjust(options);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -71,6 +81,6 @@ impl SqlStore<Sqlite> {
                 .connect_with(options.read_only(true))
                 .await?
         };
-        Ok(Self::from_pools(writer, reader))
+        Ok(Self::from_pools(writer, reader, !memory))
     }
 }

@@ -65,20 +65,27 @@ const T0: i64 = 1_763_800_000_000; // 2025-11-22
 async fn dedupes_deliveries_and_events(store: &dyn Store) {
     let d = delivery("a", T0, Some(alert("1", Some("e1"))), &["x", "y"]);
     assert_eq!(
-        store.ingest(&d).await.unwrap(),
+        store.ingest(d.clone()).await.unwrap(),
         IngestOutcome::Stored {
             counted: true,
             queued: 2
         }
     );
+    assert!(store.is_known_delivery(&d.body_sha256).await.unwrap());
+    assert!(
+        !store
+            .is_known_delivery(&delivery("never", T0, None, &[]).body_sha256)
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        store.ingest(&d).await.unwrap(),
+        store.ingest(d).await.unwrap(),
         IngestOutcome::DuplicateDelivery
     );
     // Same event, other body: stored, neither counted nor queued.
     let again = delivery("b", T0, Some(alert("1", Some("e1"))), &["x"]);
     assert_eq!(
-        store.ingest(&again).await.unwrap(),
+        store.ingest(again).await.unwrap(),
         IngestOutcome::Stored {
             counted: false,
             queued: 0
@@ -98,7 +105,7 @@ async fn counts_by_received_day(store: &dyn Store) {
             Some(alert("2", Some(&format!("ev{i}")))),
             &[],
         );
-        store.ingest(&d).await.unwrap();
+        store.ingest(d).await.unwrap();
     }
     let stats = store.issue_stats("2", T0).await.unwrap();
     assert_eq!(stats.week(), 4);
@@ -112,7 +119,7 @@ async fn counts_by_received_day(store: &dyn Store) {
 async fn notices_update_the_issue_but_are_not_counted(store: &dyn Store) {
     let d = delivery("n", T0, Some(alert("3", None)), &["x"]);
     assert_eq!(
-        store.ingest(&d).await.unwrap(),
+        store.ingest(d).await.unwrap(),
         IngestOutcome::Stored {
             counted: false,
             queued: 1
@@ -130,13 +137,13 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
             Some(alert(&format!("4-{i}"), Some(&format!("o{i}")))),
             &["chan"],
         );
-        store.ingest(&d).await.unwrap();
+        store.ingest(d).await.unwrap();
     }
     let due = store.due_outbox(T0, 10).await.unwrap();
     assert_eq!(due.len(), 3);
     assert!(due.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
     store
-        .mark_posted(due[0].id, T0 + 1, Some("1.1"))
+        .mark_posted(due[0].id, T0 + 1, Some("1.1"), None)
         .await
         .unwrap();
     // A retry holds the whole channel until the retry time.
@@ -152,18 +159,23 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
         Some(alert("4-late", Some("o-late"))),
         &["chan"],
     );
-    store.ingest(&d).await.unwrap();
+    store.ingest(d).await.unwrap();
     assert!(store.due_outbox(T0 + 4_999, 10).await.unwrap().is_empty());
     assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 5_000));
     let due = store.due_outbox(T0 + 5_000, 10).await.unwrap();
     assert_eq!(due.len(), 3);
     assert_eq!(due[0].attempts, 1);
     store
-        .mark_posted(due[2].id, T0 + 5_001, None)
+        .mark_posted(due[2].id, T0 + 5_001, None, None)
         .await
         .unwrap();
     store
-        .dead_letter(due[1].id, 2, T0 + 6_000, "channel_not_found")
+        .dead_letter(
+            due[1].id,
+            2,
+            T0 + 6_000,
+            &crate::slack::Refusal::new("http_404", "HTTP 404: <html>Not Found</html>"),
+        )
         .await
         .unwrap();
     let totals = store.channel_totals("chan").await.unwrap();
@@ -185,8 +197,14 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
         }
     );
     let dead = store.dead_letters(10).await.unwrap();
-    assert_eq!(dead[0].error, "channel_not_found");
+    assert_eq!(dead[0].error, "HTTP 404: <html>Not Found</html>");
+    assert_eq!(dead[0].reason, "http_404");
     assert_eq!(dead[0].attempts, 2);
+    assert_eq!(
+        store.dead_letter_counts().await.unwrap(),
+        vec![("chan".to_string(), "http_404".to_string(), 1)],
+        "counted by the reason's code, not its text"
+    );
 }
 
 async fn per_channel_batches_do_not_starve_other_channels(store: &dyn Store) {
@@ -197,10 +215,10 @@ async fn per_channel_batches_do_not_starve_other_channels(store: &dyn Store) {
             Some(alert(&format!("5-{i}"), Some(&format!("busy{i}")))),
             &["busy"],
         );
-        store.ingest(&d).await.unwrap();
+        store.ingest(d).await.unwrap();
     }
     let d = delivery("quiet", T0, Some(alert("6", Some("quiet"))), &["quiet"]);
-    store.ingest(&d).await.unwrap();
+    store.ingest(d).await.unwrap();
     let due = store.due_outbox(T0, 5).await.unwrap();
     assert_eq!(due.iter().filter(|i| i.channel == "busy").count(), 5);
     assert_eq!(due.iter().filter(|i| i.channel == "quiet").count(), 1);
@@ -208,17 +226,17 @@ async fn per_channel_batches_do_not_starve_other_channels(store: &dyn Store) {
 
 async fn prune_drops_what_is_past_retention(store: &dyn Store) {
     let old = delivery("old", T0 - 100 * DAY_MS, Some(alert("7", Some("old"))), &[]);
-    store.ingest(&old).await.unwrap();
+    store.ingest(old.clone()).await.unwrap();
     let new = delivery("new", T0, Some(alert("7", Some("new"))), &[]);
-    store.ingest(&new).await.unwrap();
+    store.ingest(new.clone()).await.unwrap();
     assert!(store.prune(T0, 90).await.unwrap() >= 3);
     // The old delivery and event are forgotten; the recent ones are still duplicates.
     assert_eq!(
-        store.ingest(&new).await.unwrap(),
+        store.ingest(new).await.unwrap(),
         IngestOutcome::DuplicateDelivery
     );
     assert_eq!(
-        store.ingest(&old).await.unwrap(),
+        store.ingest(old).await.unwrap(),
         IngestOutcome::Stored {
             counted: true,
             queued: 0
@@ -235,7 +253,7 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
             Some(alert("8", Some(&format!("cd{i}")))),
             &["chan"],
         );
-        let outcome = store.ingest(&d).await.unwrap();
+        let outcome = store.ingest(d).await.unwrap();
         let expected_queued = usize::from(i == 0);
         assert_eq!(
             outcome,
@@ -254,13 +272,16 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
     assert_eq!(store.next_due_at().await.unwrap(), Some(T0));
     let first = store.due_outbox(T0, 10).await.unwrap();
     store
-        .mark_posted(first[0].id, T0 + 10, Some("1.5"))
+        .mark_posted(first[0].id, T0 + 10, Some("1.5"), Some("C0CHAN"))
         .await
         .unwrap();
     assert_eq!(store.next_due_at().await.unwrap(), Some(end));
     assert_eq!(
-        store.thread_ts("8", "chan").await.unwrap().as_deref(),
-        Some("1.5")
+        store.thread_ts("8", "chan").await.unwrap(),
+        Some(crate::store::SlackThread {
+            ts: "1.5".into(),
+            channel_id: Some("C0CHAN".into())
+        })
     );
     // Nothing before the end; one follow-up carrying all three at the end.
     assert_eq!(store.release_cooldowns(end - 1).await.unwrap(), 0);
@@ -283,7 +304,7 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
         &["chan"],
     );
     assert_eq!(
-        store.ingest(&d).await.unwrap(),
+        store.ingest(d).await.unwrap(),
         IngestOutcome::Stored {
             counted: true,
             queued: 0
@@ -304,7 +325,7 @@ async fn a_rollup_replaces_the_backlog_atomically(store: &dyn Store) {
             Some(alert(&format!("9-{}", i % 2), Some(&format!("ru{i}")))),
             &["chan"],
         );
-        store.ingest(&d).await.unwrap();
+        store.ingest(d).await.unwrap();
     }
     // Issue 9-0 and 9-1 each posted once; the rest folded by the cooldown.
     let items = store.channel_outbox("chan").await.unwrap();
@@ -326,7 +347,7 @@ async fn a_rollup_replaces_the_backlog_atomically(store: &dyn Store) {
         Some(alert("9-late", Some("ru-late"))),
         &["chan"],
     );
-    store.ingest(&late).await.unwrap();
+    store.ingest(late).await.unwrap();
     assert!(
         store
             .replace_with_rollup("chan", &ids, &rollup, T0)
@@ -356,7 +377,7 @@ async fn concurrent_deliveries_share_commits_and_each_gets_its_answer(store: Arc
                 Some(alert(&format!("g{}", i % 7), Some(&format!("gc{}", i / 2)))),
                 &[],
             );
-            store.ingest(&d).await.unwrap()
+            store.ingest(d).await.unwrap()
         }));
     }
     let mut stored = 0;
@@ -390,13 +411,13 @@ async fn digest_inputs_follow_what_the_channel_received(store: &dyn Store) {
             Some(alert("10", Some(&format!("dg{i}")))),
             &["chan"],
         );
-        store.ingest(&d).await.unwrap();
+        store.ingest(d).await.unwrap();
     }
     let mut quiet = delivery("dg-x", T0, Some(alert("11", Some("dg-x"))), &[]);
     quiet.targets = vec![no_digest];
-    store.ingest(&quiet).await.unwrap();
+    store.ingest(quiet).await.unwrap();
     let notice = delivery("dg-n", T0, Some(alert("10", None)), &["chan"]);
-    store.ingest(&notice).await.unwrap();
+    store.ingest(notice).await.unwrap();
     let today = crate::counts::day_of(T0);
     let days = store.channel_days("chan", today - 14, today).await.unwrap();
     let occurrences: u64 = days.iter().map(|d| d.occurrences).sum();
@@ -445,11 +466,90 @@ async fn a_digest_period_is_queued_once(store: &dyn Store) {
     );
     let due = store.due_outbox(T0 + 1, 10).await.unwrap();
     assert_eq!(due.iter().filter(|i| i.channel == "chan").count(), 2);
-    store.mark_posted(due[0].id, T0 + 2, None).await.unwrap();
+    store
+        .mark_posted(due[0].id, T0 + 2, None, None)
+        .await
+        .unwrap();
     assert_eq!(
         store.channel_totals("chan").await.unwrap().last_digest_ms,
         Some(T0 + 2)
     );
+}
+
+async fn ops_notices_are_limited_per_subject_and_resolved_once(store: &dyn Store) {
+    let hour = 3_600_000;
+    let message = OutboxMessage::Notice {
+        message: crate::slack::SlackMessage {
+            text: "silence".into(),
+            blocks: vec![],
+        },
+    };
+    let queue = |subject: &'static str, at: i64| {
+        let message = message.clone();
+        async move {
+            store
+                .queue_notice(subject, hour, "ops", &message, at)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(queue("sentry-silence", T0).await);
+    assert!(
+        !queue("sentry-silence", T0 + hour - 1).await,
+        "within the hour"
+    );
+    assert!(queue("dead-letter:x", T0 + 1).await, "another subject");
+    assert!(queue("sentry-silence", T0 + hour).await, "an hour later");
+    assert!(
+        store
+            .resolve_notice("sentry-silence", "ops", &message, T0 + hour + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resolve_notice("sentry-silence", "ops", &message, T0 + hour + 2)
+            .await
+            .unwrap(),
+        "resolved once"
+    );
+    assert!(
+        queue("sentry-silence", T0 + hour + 3).await,
+        "a new silence is reported at once"
+    );
+    let queued = store.due_outbox(T0 + 2 * hour, 50).await.unwrap();
+    assert_eq!(queued.len(), 5, "{queued:#?}");
+    assert!(
+        queued
+            .iter()
+            .all(|i| i.channel == "ops" && i.occurrences == 0)
+    );
+}
+
+async fn a_comment_does_not_rename_its_issue(store: &dyn Store) {
+    let comment = |body: &str, issue: &str| {
+        let mut a = alert(issue, None);
+        a.resource = "comment".into();
+        a.action = "created".into();
+        a.title = format!("Comment on issue {issue} by colleen");
+        a.level = Level::Info;
+        delivery(body, T0, Some(a), &[])
+    };
+    let title =
+        |issue: &'static str| async move { store.issue_stats(issue, T0).await.unwrap().title };
+    store
+        .ingest(delivery("event", T0, Some(alert("7", Some("e7"))), &[]))
+        .await
+        .unwrap();
+    store.ingest(comment("comment", "7")).await.unwrap();
+    assert_eq!(title("7").await.as_deref(), Some("PaymentError"));
+    // Known only from a comment, then described: the description names it.
+    store.ingest(comment("comment-first", "8")).await.unwrap();
+    store
+        .ingest(delivery("event-8", T0, Some(alert("8", Some("e8"))), &[]))
+        .await
+        .unwrap();
+    assert_eq!(title("8").await.as_deref(), Some("PaymentError"));
 }
 
 /// Runs every behaviour against stores made by `open` (a fresh, empty store per call).
@@ -469,6 +569,8 @@ where
     concurrent_deliveries_share_commits_and_each_gets_its_answer(open().await).await;
     digest_inputs_follow_what_the_channel_received(&*open().await).await;
     a_digest_period_is_queued_once(&*open().await).await;
+    ops_notices_are_limited_per_subject_and_resolved_once(&*open().await).await;
+    a_comment_does_not_rename_its_issue(&*open().await).await;
 }
 
 #[tokio::test]
@@ -528,7 +630,7 @@ async fn postgres_over_tls() {
     let store = open(&url).await.unwrap();
     let d = delivery("tls", T0, Some(alert("tls", Some("e-tls"))), &["chan"]);
     assert!(matches!(
-        store.ingest(&d).await.unwrap(),
+        store.ingest(d).await.unwrap(),
         IngestOutcome::Stored { counted: true, .. }
     ));
     let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
@@ -563,7 +665,7 @@ async fn postgres_connections_send_without_delay() {
             Some(alert("n", Some(&event))),
             &["chan"],
         );
-        store.ingest(&d).await.unwrap();
+        store.ingest(d).await.unwrap();
     }
     // The store's sessions, as the server sees them: their client ports are our local ports.
     let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
@@ -626,7 +728,7 @@ async fn postgres_replicas_commit_side_by_side() {
                 Some(alert("storm", Some(&event))),
                 &["chan"],
             );
-            store.ingest(&d).await.unwrap()
+            store.ingest(d).await.unwrap()
         }));
     }
     for t in tasks {
@@ -652,3 +754,5 @@ async fn unknown_backends_are_refused_without_leaking_passwords() {
     };
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+mod durability;

@@ -1,0 +1,401 @@
+//! Group commit, the in-memory half: which deliveries of a group are new and counted (from what
+//! the claims returned), what the storm planner is asked, and the rows each table gets from its
+//! plan. No SQL here: `ingest.rs` runs the statements, in this order of decisions, so that a
+//! group ends exactly as if each delivery had been applied alone, in order.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::to_json;
+use crate::alert::Alert;
+use crate::counts::day_of;
+use crate::routing::Target;
+use crate::store::{Delivery, IngestOutcome, OutboxMessage, StoreError};
+use crate::storm::{Action, IngestPlan, PairState, PairUpdate, Routed};
+
+/// Which deliveries of `group` are new: those whose body the `deliveries` insert returned
+/// (`inserted`); of equal bodies in the group, the first (the one that was inserted).
+pub(super) fn new_deliveries(group: &[&Delivery], mut inserted: HashSet<Vec<u8>>) -> Vec<bool> {
+    group
+        .iter()
+        .map(|d| inserted.remove(&d.body_sha256[..]))
+        .collect()
+}
+
+/// A new delivery with an alert that goes on: not a repeat of a known event.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Live {
+    /// Index in the group.
+    pub(super) index: usize,
+    /// A new occurrence, counted: its event id is new (alerts without one are notices).
+    pub(super) counted: bool,
+}
+
+/// The new deliveries whose alert goes on, in group order. `new_events` are the event ids the
+/// `events` insert returned; of equal ids in the group, the first delivery counts and the
+/// others stop here.
+pub(super) fn live_deliveries(
+    group: &[&Delivery],
+    new_delivery: &[bool],
+    mut new_events: HashSet<String>,
+) -> Vec<Live> {
+    let mut live = Vec::new();
+    for (index, d) in group.iter().enumerate() {
+        let Some(alert) = &d.alert else { continue };
+        if !new_delivery[index] {
+            continue;
+        }
+        let counted = match &alert.event_id {
+            Some(id) if new_events.remove(id) => true,
+            Some(_) => continue,
+            None => false,
+        };
+        live.push(Live { index, counted });
+    }
+    live
+}
+
+/// The event ids of the new deliveries that carry one, sorted (the order the `events` insert
+/// takes its row locks in), each with its delivery's index.
+pub(super) fn event_claims<'a>(
+    group: &[&'a Delivery],
+    new_delivery: &[bool],
+) -> Vec<(&'a str, usize)> {
+    let mut claims: Vec<(&str, usize)> = (0..group.len())
+        .filter(|&i| new_delivery[i])
+        .filter_map(|i| {
+            let id = group[i].alert.as_ref()?.event_id.as_deref()?;
+            Some((id, i))
+        })
+        .collect();
+    claims.sort();
+    claims
+}
+
+/// A row for the issues table, from one delivery or merged from several.
+pub(super) struct IssueRow<'a> {
+    /// Whether title, level and project describe the issue (false for a comment on it, whose
+    /// title is "Comment on …" and whose level is `info`).
+    pub(super) describes: bool,
+    pub(super) issue_key: &'a str,
+    pub(super) project: &'a str,
+    pub(super) title: &'a str,
+    pub(super) culprit: Option<&'a str>,
+    pub(super) level: &'static str,
+    pub(super) short_id: Option<&'a str>,
+    pub(super) issue_url: Option<&'a str>,
+    pub(super) first_seen: i64,
+    pub(super) last_seen: i64,
+    pub(super) sentry_count: Option<i64>,
+    pub(super) sentry_first_seen: Option<i64>,
+    pub(super) resolved_at: Option<i64>,
+}
+
+impl<'a> IssueRow<'a> {
+    fn of(d: &'a Delivery) -> Self {
+        let a = d.alert.as_ref().expect("live deliveries have an alert");
+        Self {
+            describes: a.resource != "comment",
+            issue_key: &a.issue_key,
+            project: a.project(),
+            title: &a.title,
+            culprit: a.culprit.as_deref(),
+            level: a.level.as_str(),
+            short_id: a.short_id.as_deref(),
+            issue_url: a.issue_url.as_deref(),
+            first_seen: d.received_at_ms,
+            last_seen: d.received_at_ms,
+            sentry_count: a.sentry_count.map(|c| c.min(i64::MAX as u64) as i64),
+            sentry_first_seen: a.sentry_first_seen.map(|s| s.saturating_mul(1000)),
+            resolved_at: (a.resource == "issue" && a.action == "resolved")
+                .then_some(d.received_at_ms),
+        }
+    }
+
+    /// A later delivery about the same issue: what the `ON CONFLICT` clause does, in memory.
+    fn update(&mut self, later: Self) {
+        if later.describes || !self.describes {
+            self.describes |= later.describes;
+            self.project = later.project;
+            self.title = later.title;
+            self.level = later.level;
+        }
+        self.culprit = later.culprit.or(self.culprit);
+        self.short_id = later.short_id.or(self.short_id);
+        self.issue_url = later.issue_url.or(self.issue_url);
+        self.first_seen = self.first_seen.min(later.first_seen);
+        self.last_seen = self.last_seen.max(later.last_seen);
+        self.sentry_count = later.sentry_count.or(self.sentry_count);
+        self.sentry_first_seen = later.sentry_first_seen.or(self.sentry_first_seen);
+        self.resolved_at = later.resolved_at.or(self.resolved_at);
+    }
+}
+
+/// One row per issue of the live deliveries, merged in group order the way the upsert merges
+/// them into the stored row; sorted by issue key.
+pub(super) fn issue_rows<'a>(group: &[&'a Delivery], live: &[Live]) -> Vec<IssueRow<'a>> {
+    let mut issues: BTreeMap<&str, IssueRow> = BTreeMap::new();
+    for l in live {
+        let row = IssueRow::of(group[l.index]);
+        match issues.entry(row.issue_key) {
+            Entry::Vacant(slot) => {
+                slot.insert(row);
+            }
+            Entry::Occupied(mut slot) => slot.get_mut().update(row),
+        }
+    }
+    issues.into_values().collect()
+}
+
+/// A live alert routed to one of its targets, in group order.
+pub(super) struct RoutedAlert<'a> {
+    /// Index of its delivery in the group.
+    pub(super) delivery: usize,
+    pub(super) received_at_ms: i64,
+    pub(super) alert: &'a Alert,
+    pub(super) target: &'a Target,
+    pub(super) counted: bool,
+}
+
+impl<'a> RoutedAlert<'a> {
+    /// What the storm planner decides from.
+    pub(super) fn planned(&self) -> Routed<'a> {
+        Routed {
+            issue_key: &self.alert.issue_key,
+            channel: &self.target.channel,
+            at_ms: self.received_at_ms,
+            cooldown_secs: self.target.cooldown_secs,
+            occurrence: self.counted,
+        }
+    }
+}
+
+/// Every live alert with each of its targets, in group and target order.
+pub(super) fn routed<'a>(group: &[&'a Delivery], live: &[Live]) -> Vec<RoutedAlert<'a>> {
+    live.iter()
+        .flat_map(|l| {
+            let d = group[l.index];
+            let alert = d.alert.as_ref().expect("live deliveries have an alert");
+            d.targets.iter().map(move |target| RoutedAlert {
+                delivery: l.index,
+                received_at_ms: d.received_at_ms,
+                alert,
+                target,
+                counted: l.counted,
+            })
+        })
+        .collect()
+}
+
+/// The (issue, channel) pairs an occurrence goes to, sorted: whose cooldown is locked and read.
+pub(super) fn occurrence_pairs(routed: &[RoutedAlert<'_>]) -> Vec<(String, String)> {
+    routed
+        .iter()
+        .filter(|r| r.counted)
+        .map(|r| (r.alert.issue_key.clone(), r.target.channel.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// (channel, day, issue, environment): a row of `channel_day_counts`.
+pub(super) type ChannelDayKey<'a> = (&'a str, i64, &'a str, &'a str);
+
+/// What a group adds to one `channel_day_counts` row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ChannelDayRow<'a> {
+    pub(super) project: &'a str,
+    pub(super) occurrences: i64,
+    pub(super) folded: i64,
+    pub(super) notices: i64,
+}
+
+/// The cooldown of an (issue, channel) pair to write back, with the alert its follow-up shows.
+pub(super) struct CooldownRow {
+    pub(super) cooldown_secs: i64,
+    pub(super) cooldown_until: i64,
+    pub(super) folded: i64,
+    pub(super) folded_since: Option<i64>,
+    pub(super) payload: String,
+}
+
+/// A row for the outbox, in group order.
+pub(super) struct NewOutbox<'a> {
+    pub(super) channel: &'a str,
+    pub(super) issue_key: &'a str,
+    pub(super) payload: String,
+    pub(super) occurrences: i64,
+    pub(super) now: i64,
+}
+
+/// Everything a group writes, each table's rows sorted by their key (so that concurrent groups
+/// lock rows in one order), and the answer to each delivery.
+pub(super) struct GroupRows<'a> {
+    pub(super) outcomes: Vec<IngestOutcome>,
+    /// (issue, day, environment) → occurrences.
+    pub(super) day_counts: Vec<((&'a str, i64, &'a str), i64)>,
+    pub(super) channel_days: Vec<(ChannelDayKey<'a>, ChannelDayRow<'a>)>,
+    /// (issue, channel) → cooldown.
+    pub(super) cooldowns: Vec<((String, String), CooldownRow)>,
+    /// In group order: row ids keep the order of arrival.
+    pub(super) outbox: Vec<NewOutbox<'a>>,
+    /// channel → (occurrences routed, occurrences folded).
+    pub(super) counters: Vec<(String, (i64, i64))>,
+}
+
+/// A count for an `INTEGER`/`BIGINT` column.
+fn sql_count(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+impl<'a> GroupRows<'a> {
+    /// The rows for `plan`, the storm planner's decisions about `routed`.
+    pub(super) fn build(
+        group: &[&'a Delivery],
+        new_delivery: &[bool],
+        live: &[Live],
+        routed: &[RoutedAlert<'a>],
+        plan: IngestPlan,
+    ) -> Result<Self, StoreError> {
+        let payloads = routed
+            .iter()
+            .map(|r| {
+                to_json(&OutboxMessage::Alert {
+                    alert: r.alert.clone(),
+                    target: r.target.clone(),
+                })
+            })
+            .collect::<Result<Vec<String>, StoreError>>()?;
+        let mut outcomes = outcomes(new_delivery, live);
+        let mut outbox = Vec::new();
+        for ((r, action), payload) in routed.iter().zip(&plan.actions).zip(&payloads) {
+            let Action::Queue { occurrences } = *action else {
+                continue;
+            };
+            outbox.push(NewOutbox {
+                channel: &r.target.channel,
+                issue_key: &r.alert.issue_key,
+                payload: payload.clone(),
+                occurrences: sql_count(occurrences),
+                now: r.received_at_ms,
+            });
+            if let IngestOutcome::Stored { queued, .. } = &mut outcomes[r.delivery] {
+                *queued += 1;
+            }
+        }
+        Ok(GroupRows {
+            outcomes,
+            day_counts: day_counts(group, live),
+            channel_days: channel_days(routed, &plan.actions),
+            cooldowns: cooldown_rows(plan.pairs, &payloads),
+            outbox,
+            counters: plan
+                .counts
+                .into_iter()
+                .map(|(channel, c)| (channel, (sql_count(c.routed), sql_count(c.folded))))
+                .collect(),
+        })
+    }
+}
+
+/// The answer to each delivery before anything is queued: a duplicate, or stored (counted if
+/// live and a new occurrence).
+fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcome> {
+    let mut outcomes: Vec<IngestOutcome> = new_delivery
+        .iter()
+        .map(|&new| {
+            if new {
+                IngestOutcome::Stored {
+                    counted: false,
+                    queued: 0,
+                }
+            } else {
+                IngestOutcome::DuplicateDelivery
+            }
+        })
+        .collect();
+    for l in live {
+        outcomes[l.index] = IngestOutcome::Stored {
+            counted: l.counted,
+            queued: 0,
+        };
+    }
+    outcomes
+}
+
+/// Occurrences per issue, UTC day and environment (`""` for none).
+fn day_counts<'a>(group: &[&'a Delivery], live: &[Live]) -> Vec<((&'a str, i64, &'a str), i64)> {
+    let mut counts: BTreeMap<(&str, i64, &str), i64> = BTreeMap::new();
+    for l in live.iter().filter(|l| l.counted) {
+        let d = group[l.index];
+        let alert = d.alert.as_ref().expect("live deliveries have an alert");
+        let env = alert.environment.as_deref().unwrap_or("");
+        *counts
+            .entry((&alert.issue_key, day_of(d.received_at_ms), env))
+            .or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// What each channel received per day, issue and environment, for routes with `digest = true`:
+/// occurrences (and of those, folded) and notices.
+fn channel_days<'a>(
+    routed: &[RoutedAlert<'a>],
+    actions: &[Action],
+) -> Vec<(ChannelDayKey<'a>, ChannelDayRow<'a>)> {
+    let mut days: BTreeMap<ChannelDayKey, ChannelDayRow> = BTreeMap::new();
+    for (r, action) in routed.iter().zip(actions) {
+        if !r.target.digest {
+            continue;
+        }
+        let env = r.alert.environment.as_deref().unwrap_or("");
+        let key = (
+            r.target.channel.as_str(),
+            day_of(r.received_at_ms),
+            r.alert.issue_key.as_str(),
+            env,
+        );
+        let row = days.entry(key).or_insert(ChannelDayRow {
+            project: r.alert.project(),
+            occurrences: 0,
+            folded: 0,
+            notices: 0,
+        });
+        match (r.counted, action) {
+            // Notices (resolved, assigned, metric alerts, comments) are always posted.
+            (false, _) => row.notices += 1,
+            (true, Action::Fold) => {
+                row.occurrences += 1;
+                row.folded += 1;
+            }
+            (true, Action::Queue { .. }) => row.occurrences += 1,
+        }
+    }
+    days.into_iter().collect()
+}
+
+/// The changed cooldowns as rows, each keeping the payload of the last alert about its pair.
+fn cooldown_rows(
+    pairs: BTreeMap<(String, String), PairUpdate>,
+    payloads: &[String],
+) -> Vec<((String, String), CooldownRow)> {
+    pairs
+        .into_iter()
+        .map(|(key, PairUpdate { state, latest })| {
+            let PairState {
+                cooldown_secs,
+                cooldown_until_ms,
+                folded,
+                folded_since_ms,
+            } = state;
+            let row = CooldownRow {
+                cooldown_secs: cooldown_secs as i64,
+                cooldown_until: cooldown_until_ms,
+                folded: sql_count(folded),
+                folded_since: folded_since_ms,
+                payload: payloads[latest].clone(),
+            };
+            (key, row)
+        })
+        .collect()
+}

@@ -1,0 +1,343 @@
+//! Group commit, the SQL half: [`SqlStore::apply_group`] and its statements. Claims (inserts
+//! that return what they inserted, so that two replicas cannot both claim a delivery or an
+//! event), the issues upsert, the locked read of the cooldowns; then the storm planner decides
+//! in memory (`group.rs` turns its plan into rows); then one multi-row write per table.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::query_builder::Separated;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+
+use super::group::{self, GroupRows, IssueRow};
+use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value};
+use crate::store::{Delivery, IngestOutcome, StoreError};
+use crate::storm::{self, PairState};
+
+/// `head` (a statement up to `VALUES`), one `(…)` per row as `bind` pushes it, then `tail`.
+fn values<DB: Backend, T>(
+    head: &str,
+    rows: &[T],
+    bind: impl Fn(Separated<'_, DB, &'static str>, &T),
+    tail: &str,
+) -> QueryBuilder<DB> {
+    let mut q = QueryBuilder::<DB>::new(head);
+    q.push_values(rows, bind);
+    q.push(tail);
+    q
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+    Vec<u8>: Value<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    /// Applies a group of deliveries with a fixed number of statements, whatever its size: the
+    /// decisions (duplicate? new event? cooldown?) are made in memory from a few reads, in
+    /// delivery order, exactly as if each delivery had been applied alone; then every table gets
+    /// one multi-row write.
+    pub(super) async fn apply_group(
+        conn: &mut DB::Connection,
+        group: &[&Delivery],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        // Deliveries seen before, or earlier in this group, are duplicates; events seen before
+        // (or earlier in this group) are not counted or posted again.
+        let inserted = Self::claim_deliveries(conn, group).await?;
+        let new_delivery = group::new_deliveries(group, inserted);
+        let new_events = Self::claim_events(conn, group, &new_delivery).await?;
+        let live = group::live_deliveries(group, &new_delivery, new_events);
+        Self::upsert_issues(conn, &group::issue_rows(group, &live)).await?;
+        // The cooldown of every (issue, channel) an occurrence goes to, held until commit.
+        let routed = group::routed(group, &live);
+        let stored = Self::read_cooldowns(conn, &group::occurrence_pairs(&routed)).await?;
+        // Decide, in order: outbox rows, folds, and the counters they imply.
+        let planned: Vec<storm::Routed> = routed.iter().map(|r| r.planned()).collect();
+        let plan = storm::plan_ingest(&planned, stored);
+        let rows = GroupRows::build(group, &new_delivery, &live, &routed, plan)?;
+        Self::write_group(conn, &rows).await?;
+        Ok(rows.outcomes)
+    }
+
+    /// Inserts the group's deliveries (sorted by body, the order their row locks are taken
+    /// in); returns the bodies that were new.
+    async fn claim_deliveries(
+        conn: &mut DB::Connection,
+        group: &[&Delivery],
+    ) -> Result<HashSet<Vec<u8>>, StoreError> {
+        let mut by_body: Vec<&Delivery> = group.to_vec();
+        by_body.sort_by_key(|d| d.body_sha256);
+        let mut inserted = HashSet::new();
+        for chunk in by_body.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO deliveries (body_sha256, resource, request_id, received_at, outcome) ",
+                chunk,
+                |mut b, d| {
+                    b.push_bind(d.body_sha256.to_vec())
+                        .push_bind(d.resource.clone())
+                        .push_bind(d.request_id.clone())
+                        .push_bind(d.received_at_ms)
+                        .push_bind(if d.alert.is_some() {
+                            "stored"
+                        } else {
+                            "ignored"
+                        });
+                },
+                " ON CONFLICT DO NOTHING RETURNING body_sha256",
+            );
+            for row in q.build().fetch_all(&mut *conn).await? {
+                inserted.insert(row.get::<Vec<u8>, _>(0));
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Inserts the event ids of the new deliveries; returns those that were new.
+    async fn claim_events(
+        conn: &mut DB::Connection,
+        group: &[&Delivery],
+        new_delivery: &[bool],
+    ) -> Result<HashSet<String>, StoreError> {
+        let claims = group::event_claims(group, new_delivery);
+        let mut new_events = HashSet::new();
+        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO events (event_id, issue_key, seen_at) ",
+                chunk,
+                |mut b, &(event_id, i)| {
+                    let a = group[i].alert.as_ref().expect("claims have an alert");
+                    b.push_bind(event_id.to_string())
+                        .push_bind(a.issue_key.clone())
+                        .push_bind(group[i].received_at_ms);
+                },
+                " ON CONFLICT DO NOTHING RETURNING event_id",
+            );
+            for row in q.build().fetch_all(&mut *conn).await? {
+                new_events.insert(row.get::<String, _>(0));
+            }
+        }
+        Ok(new_events)
+    }
+
+    /// Issue metadata, one row per issue. A comment (`described = 0`) does not rename the
+    /// issue; the first delivery that describes an issue known only from comments does.
+    async fn upsert_issues(
+        conn: &mut DB::Connection,
+        issues: &[IssueRow<'_>],
+    ) -> Result<(), StoreError> {
+        for chunk in issues.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO issues (issue_key, project, title, culprit, level, short_id, issue_url,
+                                     first_seen, last_seen, sentry_count, sentry_first_seen, resolved_at,
+                                     described) ",
+                chunk,
+                |mut b, row| {
+                    b.push_bind(row.issue_key.to_string())
+                        .push_bind(row.project.to_string())
+                        .push_bind(row.title.to_string())
+                        .push_bind(row.culprit.map(str::to_string))
+                        .push_bind(row.level)
+                        .push_bind(row.short_id.map(str::to_string))
+                        .push_bind(row.issue_url.map(str::to_string))
+                        .push_bind(row.first_seen)
+                        .push_bind(row.last_seen)
+                        .push_bind(row.sentry_count)
+                        .push_bind(row.sentry_first_seen)
+                        .push_bind(row.resolved_at)
+                        .push_bind(i64::from(row.describes));
+                },
+                " ON CONFLICT (issue_key) DO UPDATE SET
+                    project = CASE WHEN excluded.described = 1 OR issues.described = 0
+                              THEN excluded.project ELSE issues.project END,
+                    title = CASE WHEN excluded.described = 1 OR issues.described = 0
+                            THEN excluded.title ELSE issues.title END,
+                    culprit = COALESCE(excluded.culprit, issues.culprit),
+                    level = CASE WHEN excluded.described = 1 OR issues.described = 0
+                            THEN excluded.level ELSE issues.level END,
+                    described = CASE WHEN excluded.described = 1 THEN 1 ELSE issues.described END,
+                    short_id = COALESCE(excluded.short_id, issues.short_id),
+                    issue_url = COALESCE(excluded.issue_url, issues.issue_url),
+                    first_seen = CASE WHEN excluded.first_seen < issues.first_seen
+                                  THEN excluded.first_seen ELSE issues.first_seen END,
+                    last_seen = CASE WHEN excluded.last_seen > issues.last_seen
+                                 THEN excluded.last_seen ELSE issues.last_seen END,
+                    sentry_count = COALESCE(excluded.sentry_count, issues.sentry_count),
+                    sentry_first_seen = COALESCE(excluded.sentry_first_seen, issues.sentry_first_seen),
+                    resolved_at = COALESCE(excluded.resolved_at, issues.resolved_at)",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Locks the cooldowns of `pairs` (sorted) for the rest of the transaction and reads those
+    /// that exist.
+    async fn read_cooldowns(
+        conn: &mut DB::Connection,
+        pairs: &[(String, String)],
+    ) -> Result<HashMap<(String, String), PairState>, StoreError> {
+        DB::lock_pairs(&mut *conn, pairs).await?;
+        let mut stored = HashMap::new();
+        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT issue_key, channel, cooldown_secs, cooldown_until, folded, folded_since
+                 FROM issue_channels WHERE (issue_key, channel) IN (",
+            );
+            let mut sep = q.separated(", ");
+            for (issue, channel) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(issue.clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(channel.clone())
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *conn).await? {
+                stored.insert((r.get("issue_key"), r.get("channel")), Self::pair_state(&r));
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Writes what was decided: one multi-row statement per table, each sorted by its key.
+    async fn write_group(
+        conn: &mut DB::Connection,
+        rows: &GroupRows<'_>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.day_counts.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO day_counts (issue_key, day, environment, count) ",
+                chunk,
+                |mut b, ((issue, day, env), n)| {
+                    b.push_bind(issue.to_string())
+                        .push_bind(*day)
+                        .push_bind(env.to_string())
+                        .push_bind(*n);
+                },
+                " ON CONFLICT (issue_key, day, environment) DO UPDATE SET count = day_counts.count + excluded.count",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        for chunk in rows.channel_days.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO channel_day_counts (channel, day, issue_key, environment, project,
+                                                 occurrences, folded, notices) ",
+                chunk,
+                |mut b, ((channel, day, issue, env), row)| {
+                    b.push_bind(channel.to_string())
+                        .push_bind(*day)
+                        .push_bind(issue.to_string())
+                        .push_bind(env.to_string())
+                        .push_bind(row.project.to_string())
+                        .push_bind(row.occurrences)
+                        .push_bind(row.folded)
+                        .push_bind(row.notices);
+                },
+                " ON CONFLICT (channel, day, issue_key, environment) DO UPDATE SET
+                    occurrences = channel_day_counts.occurrences + excluded.occurrences,
+                    folded = channel_day_counts.folded + excluded.folded,
+                    notices = channel_day_counts.notices + excluded.notices,
+                    project = excluded.project",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        Self::write_cooldowns_and_outbox(conn, rows).await?;
+        Self::write_counters(conn, rows).await?;
+        if !rows.outbox.is_empty() {
+            DB::announce_queued(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The changed cooldowns, then the outbox rows in group order.
+    async fn write_cooldowns_and_outbox(
+        conn: &mut DB::Connection,
+        rows: &GroupRows<'_>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.cooldowns.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO issue_channels (issue_key, channel, cooldown_secs, cooldown_until, folded,
+                                             folded_since, payload) ",
+                chunk,
+                |mut b, ((issue, channel), row)| {
+                    b.push_bind(issue.clone())
+                        .push_bind(channel.clone())
+                        .push_bind(row.cooldown_secs)
+                        .push_bind(row.cooldown_until)
+                        .push_bind(row.folded)
+                        .push_bind(row.folded_since)
+                        .push_bind(row.payload.clone());
+                },
+                " ON CONFLICT (issue_key, channel) DO UPDATE SET
+                    cooldown_secs = excluded.cooldown_secs,
+                    cooldown_until = excluded.cooldown_until,
+                    folded = excluded.folded,
+                    folded_since = excluded.folded_since,
+                    payload = excluded.payload",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        for chunk in rows.outbox.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO outbox (channel, issue_key, kind, payload, occurrences, created_at,
+                                     next_attempt_at) ",
+                chunk,
+                |mut b, row| {
+                    b.push_bind(row.channel.to_string())
+                        .push_bind(row.issue_key.to_string())
+                        .push_bind("alert")
+                        .push_bind(row.payload.clone())
+                        .push_bind(row.occurrences)
+                        .push_bind(row.now)
+                        .push_bind(row.now);
+                },
+                "",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Last, the per-channel counters: every group of every replica updates these few rows,
+    /// so their row locks are taken as late, and held as briefly, as the transaction allows.
+    async fn write_counters(
+        conn: &mut DB::Connection,
+        rows: &GroupRows<'_>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.counters.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO channel_counters (channel, occurrences_routed, occurrences_folded) ",
+                chunk,
+                |mut b, (channel, (routed, folded))| {
+                    b.push_bind(channel.clone())
+                        .push_bind(*routed)
+                        .push_bind(*folded);
+                },
+                " ON CONFLICT (channel) DO UPDATE SET
+                    occurrences_routed = channel_counters.occurrences_routed + excluded.occurrences_routed,
+                    occurrences_folded = channel_counters.occurrences_folded + excluded.occurrences_folded",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// A stored cooldown, from an `issue_channels` row with `cooldown_secs`, `cooldown_until`,
+    /// `folded` and `folded_since`.
+    pub(super) fn pair_state(r: &DB::Row) -> PairState {
+        PairState {
+            cooldown_secs: r.get::<i64, _>("cooldown_secs").max(0) as u64,
+            cooldown_until_ms: r.get("cooldown_until"),
+            folded: r.get::<i64, _>("folded").max(0) as u64,
+            folded_since_ms: r.get("folded_since"),
+        }
+    }
+}

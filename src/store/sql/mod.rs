@@ -1,0 +1,417 @@
+//! The store for SQL databases, written once over sqlx's [`Database`] and run on each backend
+//! (`sqlite.rs`, `postgres.rs`); [`Backend`] holds what differs between them. The SQL here is
+//! the common dialect of SQLite and PostgreSQL (`$n` parameters, `ON CONFLICT`, `RETURNING`,
+//! `CASE` rather than two-argument `MIN`/`MAX`).
+//!
+//! - `mod.rs`: [`SqlStore`], the committer task, and the [`Store`] impl, each method of which
+//!   runs the inherent method of the same name in one of the files below.
+//! - `ingest.rs`: group commit, the SQL half: claims, reads, and one multi-row write per table.
+//! - `group.rs`: group commit, the in-memory half: from what the claims and reads returned and
+//!   what [`crate::storm::plan_ingest`] decided to the rows each table gets.
+//! - `outbox.rs`: the outbox's life after ingest: due rows, sent, rescheduled, dead-lettered,
+//!   rolled up; ended cooldowns; digests and ops notices queued.
+//! - `queries.rs`: reads for messages, digests and metrics (issue stats, channel days, totals),
+//!   and pruning.
+//!
+//! **Group commit.** Deliveries are not committed one by one: a committer task takes every
+//! delivery waiting at that moment (up to [`MAX_GROUP`]) and applies them in one transaction
+//! with one fsync, answering each caller only after the commit. The group's decisions are
+//! made in memory in delivery order (see `ingest.rs`), and each table gets one multi-row
+//! write, so the number of database round trips per group does not grow with its size. A
+//! failed group fails every delivery in it (each caller answers 503; nothing of the group was
+//! acknowledged).
+//!
+//! **Several writers.** On PostgreSQL several replicas commit at once. Counters are updated
+//! with `x = x + excluded.x`, so concurrent groups add up; the one read-decide-write step, the
+//! cooldown of an (issue, channel) pair, runs under [`Backend::lock_pairs`]. Every multi-row
+//! write is sorted by its key, so two groups take row locks in the same order and cannot
+//! deadlock.
+//!
+//! **Write transactions** all go through [`WriteConn::acquire`] and end with
+//! [`WriteConn::committed`] (see `writer.rs`): a connection whose transaction failed is closed,
+//! never reused.
+
+mod group;
+mod ingest;
+mod outbox;
+mod queries;
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::{WriteConn, WriteHealth};
+use super::{
+    ChannelActivity, ChannelDay, ChannelTotals, DeadLetter, Delivery, IngestOutcome, IssueInfo,
+    OutboxItem, OutboxMessage, SlackThread, Store, StoreError,
+};
+use crate::counts::IssueStats;
+use crate::storm::RollUp;
+
+/// Size of the probe row written while commits fail: more than a typical group commit
+/// writes, so that a store with room for the probe has room for deliveries.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Most deliveries committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+
+/// Rows per multi-row statement: the widest row binds 13 values, and SQLite allows 32,766
+/// bound values per statement, PostgreSQL 65,535.
+const ROWS_PER_STATEMENT: usize = 512;
+
+type Reply = oneshot::Sender<Result<IngestOutcome, StoreError>>;
+
+/// What differs between the databases [`SqlStore`] runs on.
+#[async_trait]
+pub trait Backend: Database {
+    /// Holds the cooldown state of these (issue, channel) pairs for the rest of the
+    /// transaction, so that no other writer decides for the same pair meanwhile. `pairs` is
+    /// sorted, so every writer locks in the same order.
+    async fn lock_pairs(
+        conn: &mut Self::Connection,
+        pairs: &[(String, String)],
+    ) -> Result<(), sqlx::Error>;
+
+    /// Tells a delivering replica elsewhere that rows were queued (within the transaction,
+    /// so it is sent at commit). SQLite has one process, which wakes its worker itself.
+    async fn announce_queued(conn: &mut Self::Connection) -> Result<(), sqlx::Error>;
+
+    /// Rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// A value sqlx can bind as a parameter on `DB`.
+pub trait Bind<DB: Database>: for<'q> Encode<'q, DB> + Type<DB> + Send + 'static {}
+impl<DB: Database, T: for<'q> Encode<'q, DB> + Type<DB> + Send + 'static> Bind<DB> for T {}
+
+/// A value sqlx can bind and read back on `DB`.
+pub trait Value<DB: Database>: Bind<DB> + for<'r> Decode<'r, DB> {}
+impl<DB: Database, T: Bind<DB> + for<'r> Decode<'r, DB>> Value<DB> for T {}
+
+/// A SQL database behind the [`Store`] trait.
+#[derive(Debug)]
+pub struct SqlStore<DB: Database> {
+    writer: Pool<DB>,
+    reader: Pool<DB>,
+    ingest: mpsc::Sender<(Delivery, Reply)>,
+    health: WriteHealth,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            ingest: self.ingest.clone(),
+            health: self.health.clone(),
+        }
+    }
+}
+
+impl<DB: Database> SqlStore<DB> {
+    /// Closes the database: every later call fails (used at shutdown, and by tests to see
+    /// what a failing store does).
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+    Vec<u8>: Value<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    /// A store over migrated pools: writes go through `writer`, reads that may lag a moment
+    /// through `reader`. A writer connection whose transaction failed is closed when
+    /// `replace_failed` (see [`WriteHealth::new`]). Starts the committer task.
+    pub(super) fn from_pools(writer: Pool<DB>, reader: Pool<DB>, replace_failed: bool) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
+        let health = WriteHealth::new(replace_failed);
+        tokio::spawn(Self::committer(writer.clone(), health.clone(), rx));
+        Self {
+            writer,
+            reader,
+            ingest: tx,
+            health,
+        }
+    }
+
+    /// Commits waiting deliveries in groups until every sender is gone.
+    async fn committer(
+        pool: Pool<DB>,
+        health: WriteHealth,
+        mut rx: mpsc::Receiver<(Delivery, Reply)>,
+    ) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+            let results = Self::commit_group(&pool, &health, &group).await;
+            for ((_, reply), result) in group.drain(..).zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// One transaction for the whole group; one result per delivery, in order. A failure fails
+    /// the whole group: nothing of it was committed, and every caller answers 503.
+    async fn commit_group(
+        pool: &Pool<DB>,
+        health: &WriteHealth,
+        group: &[(Delivery, Reply)],
+    ) -> Vec<Result<IngestOutcome, StoreError>> {
+        let deliveries: Vec<&Delivery> = group.iter().map(|(d, _)| d).collect();
+        let result = async {
+            let mut w = WriteConn::acquire(pool, health).await?;
+            let mut tx = w.begin().await?;
+            let outcomes = Self::apply_group(&mut tx, &deliveries).await?;
+            tx.commit().await?;
+            w.committed();
+            Ok::<_, StoreError>(outcomes)
+        }
+        .await;
+        match result {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => group
+                .iter()
+                .map(|_| Err(StoreError::Commit(e.to_string())))
+                .collect(),
+        }
+    }
+
+    /// Commits a transaction that needs room (a row with a [`PROBE_BYTES`] pad, deleted
+    /// again): whether a group of deliveries could commit now. Run by [`Store::ping`] while
+    /// writes fail.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        // Bytes that do not compress, so PostgreSQL's TOAST cannot make the row small.
+        let pad: Vec<u8> = (0..PROBE_BYTES as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut w = WriteConn::acquire(&self.writer, &self.health).await?;
+        let mut tx = w.begin().await?;
+        sqlx::query("INSERT INTO store_probe (id, pad) VALUES (1, $1)")
+            .bind(pad)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM store_probe")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        w.committed();
+        Ok(())
+    }
+}
+
+/// A message as stored in an outbox row's `payload`.
+fn to_json(message: &OutboxMessage) -> Result<String, StoreError> {
+    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Every method runs the inherent method of the same name (inherent methods are found before
+/// trait methods): ingest in `ingest.rs`, the outbox in `outbox.rs`, reads in `queries.rs`.
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+    Vec<u8>: Value<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        if self.health.failing() {
+            self.probe_write().await?;
+        }
+        Ok(())
+    }
+
+    async fn ingest(&self, d: Delivery) -> Result<IngestOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.ingest
+            .send((d, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn is_known_delivery(&self, body_sha256: &[u8; 32]) -> Result<bool, StoreError> {
+        self.is_known_delivery(body_sha256).await
+    }
+
+    async fn release_cooldowns(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.release_cooldowns(now_ms).await
+    }
+
+    async fn outbox_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.outbox_depths().await
+    }
+
+    async fn channel_outbox(&self, channel: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        self.channel_outbox(channel).await
+    }
+
+    async fn replace_with_rollup(
+        &self,
+        channel: &str,
+        ids: &[i64],
+        rollup: &RollUp,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.replace_with_rollup(channel, ids, rollup, now_ms).await
+    }
+
+    async fn thread_ts(
+        &self,
+        issue_key: &str,
+        channel: &str,
+    ) -> Result<Option<SlackThread>, StoreError> {
+        self.thread_ts(issue_key, channel).await
+    }
+
+    async fn issue_stats(&self, issue_key: &str, now_ms: i64) -> Result<IssueStats, StoreError> {
+        self.issue_stats(issue_key, now_ms).await
+    }
+
+    async fn due_outbox(
+        &self,
+        now_ms: i64,
+        per_channel: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.due_outbox(now_ms, per_channel).await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        self.next_due_at().await
+    }
+
+    async fn mark_posted(
+        &self,
+        id: i64,
+        now_ms: i64,
+        slack_ts: Option<&str>,
+        slack_channel_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.mark_posted(id, now_ms, slack_ts, slack_channel_id)
+            .await
+    }
+
+    async fn reschedule(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.reschedule(id, attempts, next_attempt_ms, error).await
+    }
+
+    async fn dead_letter(
+        &self,
+        id: i64,
+        attempts: u32,
+        now_ms: i64,
+        why: &crate::slack::Refusal,
+    ) -> Result<(), StoreError> {
+        self.dead_letter(id, attempts, now_ms, why).await
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters(limit).await
+    }
+
+    async fn channel_days(
+        &self,
+        channel: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<ChannelDay>, StoreError> {
+        self.channel_days(channel, from_day, to_day).await
+    }
+
+    async fn channel_issues(
+        &self,
+        channel: &str,
+        from_day: i64,
+    ) -> Result<Vec<IssueInfo>, StoreError> {
+        self.channel_issues(channel, from_day).await
+    }
+
+    async fn channel_activity(
+        &self,
+        channel: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<ChannelActivity, StoreError> {
+        self.channel_activity(channel, from_ms, to_ms).await
+    }
+
+    async fn queue_digest(
+        &self,
+        channel: &str,
+        period_end_ms: i64,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.queue_digest(channel, period_end_ms, message, now_ms)
+            .await
+    }
+
+    async fn queue_notice(
+        &self,
+        subject: &str,
+        every_ms: i64,
+        channel: &str,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.queue_notice(subject, every_ms, channel, message, now_ms)
+            .await
+    }
+
+    async fn resolve_notice(
+        &self,
+        subject: &str,
+        channel: &str,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.resolve_notice(subject, channel, message, now_ms).await
+    }
+
+    async fn last_delivery_at(&self) -> Result<Option<i64>, StoreError> {
+        self.last_delivery_at().await
+    }
+
+    async fn first_delivery_at(&self) -> Result<Option<i64>, StoreError> {
+        self.first_delivery_at().await
+    }
+
+    async fn dead_letter_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.dead_letter_counts().await
+    }
+
+    async fn channel_totals(&self, channel: &str) -> Result<ChannelTotals, StoreError> {
+        self.channel_totals(channel).await
+    }
+
+    async fn prune(&self, now_ms: i64, retention_days: u32) -> Result<u64, StoreError> {
+        self.prune(now_ms, retention_days).await
+    }
+}

@@ -1,0 +1,35 @@
+//! Storm control: the decisions that keep a channel readable when Sentry fires thousands of
+//! webhooks a minute, without losing count of a single occurrence.
+//!
+//! - **Cooldown** (per issue and channel, the route's `cooldown`): after a message, further
+//!   occurrences within the cooldown are folded (counted, not posted); when it ends with
+//!   occurrences folded, one follow-up says how many ([`cooldown`], [`plan_ingest`],
+//!   [`follow_up`]).
+//! - **Roll-up** (per channel, `max_backlog`): when more messages wait than that, they are
+//!   replaced by one summary ([`plan_roll_up`]).
+//! - **Rate limit** (per channel, `rate` and `burst`): a GCRA limiter in the delivery worker
+//!   ([`ChannelLimits`]).
+//!
+//! Cooldowns and roll-ups are pure planners: they take plain values (what is stored, what
+//! arrived) and return a plan of plain values, which the store turns into SQL in its own
+//! transaction. This module imports neither the store nor the outbox.
+//!
+//! Every folded or rolled-up occurrence stays in the accounting: a follow-up or roll-up
+//! carries the occurrences it stands for, so per channel
+//! `routed = posted + pending + dead` holds at every moment (`tests.rs` checks the planners
+//! keep it for any sequence of occurrences).
+
+mod cooldown;
+mod limits;
+mod rollup;
+#[cfg(test)]
+mod tests;
+
+pub use cooldown::{
+    Action, ChannelCounts, CooldownState, Decision, FollowUp, IngestPlan, PairState, PairUpdate,
+    Routed, cooldown, follow_up, follow_up_due, plan_ingest,
+};
+pub use limits::ChannelLimits;
+pub use rollup::{
+    Content, RollUp, RollUpPlan, RolledIssue, Waiting, over_backlog, plan_roll_up, roll_up,
+};
