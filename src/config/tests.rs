@@ -1,3 +1,4 @@
+use super::error::line_col;
 use super::*;
 
 /// The example from the product specification, verbatim.
@@ -129,7 +130,8 @@ fn the_spec_example_parses() {
     assert_eq!(config.default_channel, "errors");
     assert_eq!(config.ops_channel, "errors");
     assert_eq!(config.server.listen, "127.0.0.1:8080");
-    assert_eq!(config.server.max_body_bytes, 1_048_576);
+    // SPEC §2 says 1 MiB; docs/configuration.md says why Sluice's default is larger.
+    assert_eq!(config.server.max_body_bytes, 8 * 1_048_576);
     assert_eq!(
         config.sentry.client_secrets,
         [Secret::new("sentry-secret-1234")]
@@ -216,6 +218,27 @@ fn defaults_apply() {
     assert_eq!(config.ops_channel, "errors");
     assert_eq!(config.server.listen, DEFAULT_LISTEN);
     assert_eq!(config.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(
+        (
+            config.server.header_timeout,
+            config.server.body_timeout,
+            config.server.request_timeout,
+            config.server.idle_timeout,
+        ),
+        (
+            Duration::from_secs(5),
+            Duration::from_millis(500),
+            Duration::from_millis(800),
+            Duration::from_secs(75),
+        )
+    );
+    assert_eq!(
+        (
+            config.server.max_connections,
+            config.server.max_concurrent_requests
+        ),
+        (512, 64)
+    );
     assert!(config.sentry.client_secrets.is_empty());
     assert_eq!(config.sentry.legacy_token, None);
     assert_eq!(config.sentry.max_clock_skew, Duration::from_secs(300));
@@ -229,6 +252,7 @@ fn defaults_apply() {
     assert_eq!(config.slack.timeout, Duration::from_secs(10));
     assert_eq!(config.slack.retry_initial_backoff, Duration::from_secs(1));
     assert_eq!(config.slack.retry_max_backoff, Duration::from_secs(600));
+    assert_eq!(config.slack.max_retry_after, Duration::from_secs(3_600));
     assert_eq!(config.digest.schedule, DEFAULT_DIGEST_SCHEDULE);
     assert_eq!(config.digest.timezone, "UTC");
     assert_eq!(config.digest.top, 10);
@@ -248,6 +272,12 @@ ops_channel = "ops"
 [server]
 listen = "0.0.0.0:9000"
 max_body_bytes = 2048
+header_timeout = "2s"
+body_timeout = "3s"
+request_timeout = "4s"
+idle_timeout = "90s"
+max_connections = 100
+max_concurrent_requests = 7
 [sentry]
 client_secrets = "single"
 max_clock_skew = "90s"
@@ -263,6 +293,7 @@ max_retry_age = "2h"
 timeout = "500ms"
 retry_initial_backoff = "2s"
 retry_max_backoff = "1m"
+max_retry_after = "6h"
 [channels.errors]
 console = true
 [channels.ops]
@@ -294,6 +325,24 @@ top = 3
         (c.server.listen.as_str(), c.server.max_body_bytes),
         ("0.0.0.0:9000", 2048)
     );
+    assert_eq!(
+        (
+            c.server.header_timeout,
+            c.server.body_timeout,
+            c.server.request_timeout,
+            c.server.idle_timeout,
+        ),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(3),
+            Duration::from_secs(4),
+            Duration::from_secs(90),
+        )
+    );
+    assert_eq!(
+        (c.server.max_connections, c.server.max_concurrent_requests),
+        (100, 7)
+    );
     assert_eq!(c.sentry.client_secrets, [Secret::new("single")]);
     assert_eq!(c.sentry.max_clock_skew, Duration::from_secs(90));
     assert_eq!(c.sentry.quiet_alert_after, Duration::from_secs(12 * 3_600));
@@ -301,6 +350,7 @@ top = 3
     assert_eq!(c.slack.api_base, "http://127.0.0.1:3000/api");
     assert_eq!(c.slack.timeout, Duration::from_millis(500));
     assert_eq!(c.slack.retry_max_backoff, Duration::from_secs(60));
+    assert_eq!(c.slack.max_retry_after, Duration::from_secs(6 * 3_600));
     let ops = &c.channels["ops"];
     assert_eq!(
         ops.rate,
@@ -571,6 +621,36 @@ fn bad_values_point_at_themselves() {
         "0",
         "at least 1",
     );
+    for key in ["max_connections", "max_concurrent_requests"] {
+        assert_error_at(
+            &with_minimal(&format!("[server]\n{key} = 0")),
+            "0",
+            &format!("`server.{key}` must be at least 1"),
+        );
+    }
+    for key in [
+        "header_timeout",
+        "body_timeout",
+        "request_timeout",
+        "idle_timeout",
+    ] {
+        assert_error_at(
+            &with_minimal(&format!("[server]\n{key} = \"0s\"")),
+            "\"0s",
+            &format!("`server.{key}` must be longer than zero"),
+        );
+    }
+    assert_error_at(
+        &with_minimal("[server]\nbody_timeout = \"10s\"\nrequest_timeout = \"2s\""),
+        "\"2s",
+        "`server.request_timeout` (2s) must be at least `server.body_timeout` (10s)",
+    );
+    // The default request timeout is shorter than this body timeout: the error points at it.
+    assert_error_at(
+        &with_minimal("[server]\nbody_timeout = \"1m\""),
+        "\"1m",
+        "must be at least `server.body_timeout` (1m)",
+    );
     assert_error_at(
         &with_minimal("[sentry]\nmax_clock_skew = \"0s\""),
         "\"0s",
@@ -595,6 +675,11 @@ fn bad_values_point_at_themselves() {
         &with_minimal("[slack]\napi_base = \"ftp://x\""),
         "\"ftp",
         "`slack.api_base` must be an http(s) URL, got `ftp://x`",
+    );
+    assert_error_at(
+        &with_minimal("[slack]\nmax_retry_after = \"0s\""),
+        "\"0s",
+        "`slack.max_retry_after` must be longer than zero",
     );
     assert_error_at(
         &with_minimal("[slack]\nretry_initial_backoff = \"1h\"\nretry_max_backoff = \"1m\""),

@@ -1,5 +1,5 @@
 //! Value types of routes.toml that need parsing beyond TOML's own: secrets, durations, rates,
-//! level filters and glob lists.
+//! level filters, glob lists and cron schedules.
 
 use std::fmt;
 use std::time::Duration;
@@ -344,6 +344,29 @@ impl fmt::Debug for GlobList {
 impl PartialEq for GlobList {
     fn eq(&self, other: &Self) -> bool {
         self.patterns == other.patterns
+    }
+}
+
+/// Parses a 5-field cron expression (minute hour day-of-month month day-of-week; no seconds, no
+/// year; names such as `MON` and `JAN` allowed) exactly as `digest.schedule` is validated, and
+/// checks that it fires at all (`"0 0 31 2 *"` never does). Day-of-month and day-of-week combine
+/// with OR, as in Vixie cron. The error says what is wrong without repeating the expression.
+pub fn parse_cron(schedule: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    let fields = schedule.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!("it has {fields} fields, not 5"));
+    }
+    let cron = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(schedule)
+        .map_err(|e| e.to_string().trim_end_matches('.').to_string())?;
+    let start = jiff::Timestamp::UNIX_EPOCH.to_zoned(jiff::tz::TimeZone::UTC);
+    match cron.find_next_occurrence(&start, false) {
+        Ok(_) => Ok(cron),
+        Err(_) => Err("it never fires".to_string()),
     }
 }
 
