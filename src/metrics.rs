@@ -1,6 +1,14 @@
 //! `/metrics` in the Prometheus text format. Every series Sluice exports is named and
 //! documented here, in one place.
 //!
+//! Why not the `metrics` facade with `metrics-exporter-prometheus`: most of what is exported
+//! is not measured in this process but read from the store at scrape time (the accounting is
+//! exact only there, across restarts and replicas), so the exporter would serve as a text
+//! formatter fed absolute values on each scrape; and its recorder is process-global, while
+//! tests run several servers in one process that must not share counters. The format written
+//! here is small: `# HELP`/`# TYPE` lines, label values escaped by [`label`], and label sets
+//! bounded (resources and dead-letter errors folded into known tokens).
+//!
 //! The delivery accounting is read from the store at scrape time rather than kept in process
 //! memory, so it is exact across restarts (and, with a shared database, across replicas). Per
 //! channel, at every moment:
@@ -113,11 +121,50 @@ pub struct Registry {
     /// `sluice_slack_retries_total{channel,reason}` and the Retry-After seconds waited.
     retries: Mutex<BTreeMap<(String, &'static str), u64>>,
     retry_after_millis: Mutex<BTreeMap<String, u64>>,
+    /// `sluice_delivery_rounds_total`: rounds of the delivery worker (storm control, then
+    /// the due rows handed to channel tasks). It stops increasing on a leader whose worker
+    /// is stuck.
+    pub delivery_rounds: AtomicU64,
+    /// `sluice_delivery_channels_in_flight`: channels being sent right now.
+    pub delivery_in_flight: AtomicU64,
+    /// `sluice_http_connections`: connections open now.
+    pub http_connections: AtomicU64,
+    /// `sluice_http_connection_limit_reached_total`: accepted connections that found
+    /// `server.max_connections` reached (idle ones were closed to make room, or it waited).
+    pub http_connection_limit_reached: AtomicU64,
+    /// `sluice_http_connections_closed_total{reason}`: connections Sluice closed, by
+    /// [`ConnectionClose`].
+    http_connections_closed: [AtomicU64; ConnectionClose::ALL.len()],
+}
+
+/// Why Sluice closed a client connection (`sluice_http_connections_closed_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// `header_timeout`: no complete request head within `server.header_timeout`.
+    HeaderTimeout,
+    /// `idle_timeout`: a kept-alive connection sent nothing for `server.idle_timeout`.
+    IdleTimeout,
+    /// `shed`: an idle kept-alive connection closed to make room at `server.max_connections`.
+    Shed,
+}
+
+impl ConnectionClose {
+    const ALL: [ConnectionClose; 3] = [Self::HeaderTimeout, Self::IdleTimeout, Self::Shed];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Shed => "shed",
+        }
+    }
 }
 
 impl Registry {
     /// One webhook answered with `outcome` (`stored`, `duplicate`, `ignored`, `malformed`,
-    /// `unauthorized`, `unavailable`), after `took`.
+    /// `unauthorized`, `unavailable`, `too_large`, `timeout`, `overloaded`, `other`), after
+    /// `took`.
     pub fn webhook(&self, resource: &str, outcome: &'static str, took: Duration) {
         let resource = KNOWN_RESOURCES
             .iter()
@@ -139,6 +186,11 @@ impl Registry {
         self.latency_sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sluice closed a client connection for `why`.
+    pub fn connection_closed(&self, why: ConnectionClose) {
+        self.http_connections_closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One request to Slack for `channel` ended with `status` (`ok`, `rate_limited`,
@@ -178,7 +230,17 @@ impl Registry {
     fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "# HELP sluice_webhooks_total Webhooks answered, by Sentry resource and outcome.\n# TYPE sluice_webhooks_total counter"
+            "# HELP sluice_delivery_rounds_total Rounds of the delivery worker (leader only); flat on a leader means it is stuck.\n# TYPE sluice_delivery_rounds_total counter\nsluice_delivery_rounds_total {}",
+            self.delivery_rounds.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_delivery_channels_in_flight Channels whose messages are being sent now.\n# TYPE sluice_delivery_channels_in_flight gauge\nsluice_delivery_channels_in_flight {}",
+            self.delivery_in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_webhooks_total Webhooks answered, by Sentry resource and outcome (stored, duplicate, ignored, malformed, unauthorized, unavailable, too_large, timeout, overloaded, other).\n# TYPE sluice_webhooks_total counter"
         );
         for ((resource, outcome), n) in self
             .webhooks
@@ -263,25 +325,20 @@ impl Registry {
             self.reloads_ok.load(Ordering::Relaxed),
             self.reloads_failed.load(Ordering::Relaxed),
         );
-    }
-}
-
-/// The `error` label of a dead letter: Slack's own error token as it is, Sluice's reasons as
-/// one token each, anything else `other`.
-fn error_label(error: &str) -> &str {
-    if error.starts_with("gave up after") {
-        "max_retry_age"
-    } else if error.ends_with("is no longer configured") {
-        "channel_not_configured"
-    } else if !error.is_empty()
-        && error.len() <= 64
-        && error
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        error
-    } else {
-        "other"
+        let _ = writeln!(
+            out,
+            "# HELP sluice_http_connections Client connections open now.\n# TYPE sluice_http_connections gauge\nsluice_http_connections {}\n# HELP sluice_http_connection_limit_reached_total Connections accepted while server.max_connections were open.\n# TYPE sluice_http_connection_limit_reached_total counter\nsluice_http_connection_limit_reached_total {}\n# HELP sluice_http_connections_closed_total Connections Sluice closed, by reason (header_timeout, idle_timeout, shed).\n# TYPE sluice_http_connections_closed_total counter",
+            self.http_connections.load(Ordering::Relaxed),
+            self.http_connection_limit_reached.load(Ordering::Relaxed),
+        );
+        for why in ConnectionClose::ALL {
+            let _ = writeln!(
+                out,
+                "sluice_http_connections_closed_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.http_connections_closed[why as usize].load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
@@ -293,8 +350,43 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders every series for every configured channel.
-pub async fn render(state: &AppState) -> Result<String, StoreError> {
+/// Renders every series. The process's own series are always there; the ones read from the
+/// store only while it answers, and `sluice_store_up` says which: a scrape during a store
+/// outage still shows the outage (and the webhooks answered `503`).
+pub async fn render(state: &AppState) -> String {
+    let mut out = String::new();
+    let store_up = match store_series(state).await {
+        Ok(text) => {
+            out.push_str(&text);
+            true
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: the store does not answer; its series are left out");
+            false
+        }
+    };
+    state.counters.render(&mut out);
+    let _ = writeln!(
+        out,
+        "# HELP sluice_store_up 1 when the store answered this scrape's reads, 0 when it did not (its series are then missing).\n# TYPE sluice_store_up gauge\nsluice_store_up {}",
+        u8::from(store_up)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_leader 1 while this replica leads (delivers to Slack, runs the digest), 0 on a follower.\n# TYPE sluice_leader gauge\nsluice_leader {}",
+        u8::from(state.leading.load(std::sync::atomic::Ordering::SeqCst))
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_build_info Build information.\n# TYPE sluice_build_info gauge\nsluice_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// The series read from the store: the per-channel accounting, digests, dead letters, the
+/// oldest waiting message and the last delivery.
+async fn store_series(state: &AppState) -> Result<String, StoreError> {
     let live = state.live.load_full();
     let mut totals = Vec::new();
     for channel in live.config.channels.keys() {
@@ -328,19 +420,14 @@ pub async fn render(state: &AppState) -> Result<String, StoreError> {
             );
         }
     }
-    // Dead letters by channel and error: Slack's error strings are short tokens; Sluice's own
-    // longer reasons are folded into one token each, so the label set stays small.
-    let mut dead: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (channel, error, n) in state.store.dead_letter_counts().await? {
-        *dead
-            .entry((channel, error_label(&error).to_string()))
-            .or_default() += n;
-    }
+    // Dead letters by channel and reason code: Slack's error token, `http_<status>`, or
+    // Sluice's own (see `slack::Refusal`), stored with each dead letter.
+    let dead = state.store.dead_letter_counts().await?;
     let _ = writeln!(
         out,
         "# HELP sluice_dead_letters_total Messages Slack refused for good (or given up on after slack.max_retry_age), by channel and error.\n# TYPE sluice_dead_letters_total counter"
     );
-    for ((channel, error), n) in &dead {
+    for (channel, error, n) in &dead {
         let _ = writeln!(
             out,
             "sluice_dead_letters_total{{channel=\"{}\",error=\"{}\"}} {n}",
@@ -348,7 +435,7 @@ pub async fn render(state: &AppState) -> Result<String, StoreError> {
             label(error)
         );
     }
-    let now = crate::state::now_ms();
+    let now = state.clock.now_ms();
     let _ = writeln!(
         out,
         "# HELP sluice_outbox_oldest_age_seconds Age of the oldest message waiting for the channel.\n# TYPE sluice_outbox_oldest_age_seconds gauge"
@@ -363,7 +450,6 @@ pub async fn render(state: &AppState) -> Result<String, StoreError> {
             label(channel)
         );
     }
-    state.counters.render(&mut out);
     if let Some(last) = state.store.last_delivery_at().await? {
         let _ = writeln!(
             out,
@@ -371,16 +457,6 @@ pub async fn render(state: &AppState) -> Result<String, StoreError> {
             last / 1000
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_leader 1 while this replica leads (delivers to Slack, runs the digest), 0 on a follower.\n# TYPE sluice_leader gauge\nsluice_leader {}",
-        u8::from(state.leading.load(std::sync::atomic::Ordering::SeqCst))
-    );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_build_info Build information.\n# TYPE sluice_build_info gauge\nsluice_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
     Ok(out)
 }
 
@@ -388,18 +464,31 @@ pub async fn render(state: &AppState) -> Result<String, StoreError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dead_letter_errors_become_few_labels() {
-        assert_eq!(error_label("channel_not_found"), "channel_not_found");
-        assert_eq!(
-            error_label("gave up after 9 attempts over 86400s: HTTP 500"),
-            "max_retry_age"
+    /// A store that stops answering leaves `/metrics` answering: the process's series, and
+    /// `sluice_store_up 0` instead of the accounting.
+    #[tokio::test]
+    async fn metrics_answer_while_the_store_is_down() {
+        let config = crate::config::Config::parse(
+            "default_channel = \"c\"\n[channels.c]\nconsole = true\n",
+            std::path::Path::new("routes.toml"),
+            &|_| None,
+        )
+        .unwrap();
+        let store = crate::store::SqliteStore::open("sqlite::memory:")
+            .await
+            .unwrap();
+        let state = AppState::new(std::sync::Arc::new(store.clone()), config);
+        let up = render(&state).await;
+        assert!(up.contains("\nsluice_store_up 1\n"), "{up}");
+        assert!(
+            up.contains("sluice_occurrences_routed_total{channel=\"c\"} 0"),
+            "{up}"
         );
-        assert_eq!(
-            error_label("channel `x` is no longer configured"),
-            "channel_not_configured"
-        );
-        assert_eq!(error_label("HTTP 404: <html>…"), "other");
+        store.close().await;
+        let down = render(&state).await;
+        assert!(down.contains("\nsluice_store_up 0\n"), "{down}");
+        assert!(!down.contains("sluice_occurrences_routed_total"), "{down}");
+        assert!(down.contains("sluice_delivery_rounds_total 0"), "{down}");
     }
 
     #[test]

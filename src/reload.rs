@@ -3,9 +3,9 @@
 //! `file:line:col: message` in the log and a metric, and the old config keeps serving.
 //!
 //! Routing, channels, storm limits, the digest and the Slack settings take effect for the
-//! next delivery or send; the outbox keeps what it holds. `server.listen`,
-//! `server.max_body_bytes` and `storage.url` are read once at start: a change to them is
-//! logged as needing a restart.
+//! next delivery or send; the outbox keeps what it holds. `[server]` (the listen address,
+//! body limit, timeouts and connection limits) and `storage.url` are read once at start: a
+//! change to them is logged as needing a restart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,14 +60,7 @@ pub fn reload(state: &AppState, path: &Path, why: &str) -> bool {
         Ok(config) => {
             let old = state.live.load();
             for (what, changed) in [
-                (
-                    "server.listen",
-                    old.config.server.listen != config.server.listen,
-                ),
-                (
-                    "server.max_body_bytes",
-                    old.config.server.max_body_bytes != config.server.max_body_bytes,
-                ),
+                ("[server]", old.config.server != config.server),
                 (
                     "storage.url",
                     old.config.storage.url.expose() != config.storage.url.expose(),
