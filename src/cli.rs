@@ -8,12 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::alert::{Alert, Level};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::counts::{DAY_MS, IssueStats};
 use crate::routing::Router;
 use crate::sentry::{self, Parsed};
 use crate::slack::render_alert;
-use crate::state::now_ms;
 
 /// Sluice routes Sentry webhooks to Slack channels, with counts and storm control.
 #[derive(Debug, Parser)]
@@ -209,11 +209,7 @@ fn digest(path: &Path, only: Option<&str>, dry_run: bool) -> Result<String, Stri
     let channels = crate::digest::digest_channels(&config);
     let channels: Vec<String> = match only {
         Some(c) if channels.iter().any(|x| x == c) => vec![c.to_string()],
-        Some(c) if config.channels.contains_key(c) => {
-            return Err(format!(
-                "channel `{c}` gets no digest: every route to it says digest = false"
-            ));
-        }
+        Some(c) if config.channels.contains_key(c) => return Err(no_digest_reason(&config, c)),
         Some(c) => return Err(format!("no channel `{c}` in {}", path.display())),
         None => channels,
     };
@@ -222,11 +218,11 @@ fn digest(path: &Path, only: Option<&str>, dry_run: bool) -> Result<String, Stri
         let store = crate::store::open(config.storage.url.expose())
             .await
             .map_err(|e| e.to_string())?;
-        let client = crate::slack::SlackClient::new(config.slack.timeout);
+        let client = crate::slack::SlackClient::from_config(&config.slack);
         let mut out = String::new();
         let mut failed = Vec::new();
         // The 7 days ending today: a scheduled digest covers the 7 days before its run day.
-        let period_end = (now_ms() / DAY_MS + 1) * DAY_MS;
+        let period_end = (Clock::system().now_ms() / DAY_MS + 1) * DAY_MS;
         for channel in channels {
             let report = crate::digest::build(&*store, &config, &channel, period_end)
                 .await
@@ -255,6 +251,28 @@ fn digest(path: &Path, only: Option<&str>, dry_run: bool) -> Result<String, Stri
             Err(format!("{out}could not post: {}", failed.join("; ")))
         }
     })
+}
+
+/// Why configured channel `channel` gets no digest: the routes to it all say `digest = false`,
+/// or no route sends to it at all (and it is not `default_channel`).
+fn no_digest_reason(config: &Config, channel: &str) -> String {
+    let routes: Vec<&str> = config
+        .routes
+        .iter()
+        .filter(|r| r.channels.iter().any(|c| c == channel))
+        .map(|r| r.name.as_str())
+        .collect();
+    if routes.is_empty() {
+        format!(
+            "channel `{channel}` gets no digest: no route sends to it and it is not \
+             default_channel (a digest covers what routes sent to a channel)"
+        )
+    } else {
+        format!(
+            "channel `{channel}` gets no digest: every route to it says digest = false ({})",
+            routes.join(", ")
+        )
+    }
 }
 
 /// Guesses the Sentry-Hook-Resource of a saved payload from its shape.
@@ -366,7 +384,7 @@ fn route(args: &RouteArgs) -> Result<String, String> {
     }
     if args.payload.is_some() {
         // Counts as if this were the first occurrence Sluice saw, today.
-        let now = now_ms();
+        let now = Clock::system().now_ms();
         let stats = IssueStats {
             daily: IssueStats::from_days(
                 now / DAY_MS,
@@ -374,6 +392,7 @@ fn route(args: &RouteArgs) -> Result<String, String> {
             ),
             first_seen_ms: Some(now),
             sentry_count: alert.sentry_count,
+            ..Default::default()
         };
         for target in &targets {
             let message = render_alert(&alert, target, &stats);
@@ -383,4 +402,46 @@ fn route(args: &RouteArgs) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sluice digest --channel C` says why C gets no digest, truthfully for both causes.
+    #[test]
+    fn digest_for_a_channel_without_one_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        std::fs::write(
+            &path,
+            r#"
+default_channel = "errors"
+
+[channels.errors]
+console = true
+
+[channels.unrouted]
+console = true
+
+[channels.quiet]
+console = true
+
+[[routes]]
+name = "quiet route"
+project = "quiet"
+channels = ["quiet"]
+digest = false
+"#,
+        )
+        .unwrap();
+        let err = digest(&path, Some("unrouted"), true).unwrap_err();
+        assert!(err.contains("no route sends to it"), "{err}");
+        assert!(!err.contains("digest = false"), "{err}");
+        let err = digest(&path, Some("quiet"), true).unwrap_err();
+        assert!(
+            err.contains("every route to it says digest = false (quiet route)"),
+            "{err}"
+        );
+    }
 }

@@ -31,6 +31,17 @@ pub struct IssueStats {
     pub first_seen_ms: Option<i64>,
     /// Sentry's own lifetime count of the issue, as last reported by Sentry.
     pub sentry_count: Option<u64>,
+    /// When Sentry first saw the issue (Unix ms), as last reported by Sentry (`firstSeen`).
+    #[serde(default)]
+    pub sentry_first_seen_ms: Option<i64>,
+    /// The issue's title as the store knows it (the latest one received), for messages whose
+    /// payload does not carry it (comments).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The issue's web page as the store knows it (the latest link received), for messages
+    /// whose payload carries none (`issue.*` without `permalink`, comments).
+    #[serde(default)]
+    pub issue_url: Option<String>,
 }
 
 impl IssueStats {

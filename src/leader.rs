@@ -16,6 +16,10 @@
 //!   delivery worker sends nothing more after the send in flight. It competes again only once
 //!   its workers have stopped, and a [`POLL`] later, so that a follower with a working
 //!   connection gets the lock first.
+//! - The leader also checks its store (the pool its workers use, and that writes commit)
+//!   every [`POLL`]. When the store has failed for [`STORE_FAILURE_LIMIT`], it steps down and
+//!   lets the lock go, so that a replica whose store works delivers instead. A replica whose
+//!   store fails does not seek the lock.
 //! - On shutdown the leader unlocks once its workers have stopped, so a follower takes over
 //!   at its next try, and never while this process still delivers.
 //!
@@ -27,13 +31,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgListener};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
-use crate::store::QUEUED_CHANNEL;
+use crate::store::{QUEUED_CHANNEL, Store};
 
 /// The advisory lock key of the leader ("sluice" in ASCII, then 1).
 pub const LOCK_KEY: i64 = 0x736c_7569_6365_0001;
@@ -51,17 +57,22 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// leader that lost the lock may take to notice ([`CHECK`] then [`CHECK_TIMEOUT`]).
 pub const GRACE: Duration = Duration::from_millis(2250);
 
+/// A leader whose store has failed this long steps down.
+pub const STORE_FAILURE_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long a stepping-down leader waits for its workers before it aborts them.
 pub const WORKERS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Leadership for this process as it changes: `true` while it leads. `postgres_url` is the
 /// database shared with other replicas; `None` (SQLite) leads from the start. `delivering` is
 /// true while this process's leader workers run ([`run_while_leading`] clears it once they
-/// have stopped); the lock is not sought again before. `stop` gives the lead up (cancel it once
-/// the leader's workers have stopped).
+/// have stopped); the lock is not sought again before. `store` is the one the workers use:
+/// leadership is given up when it fails, and not sought while it does. `stop` gives the lead
+/// up (cancel it once the leader's workers have stopped).
 pub fn campaign(
     postgres_url: Option<String>,
     delivering: Arc<AtomicBool>,
+    store: Arc<dyn Store>,
     stop: CancellationToken,
 ) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(postgres_url.is_none());
@@ -74,7 +85,7 @@ pub fn campaign(
             });
         }
         Some(url) => {
-            tokio::spawn(hold_lock(url, tx, delivering, stop));
+            tokio::spawn(hold_lock(url, tx, delivering, store, stop));
         }
     }
     rx
@@ -85,6 +96,7 @@ async fn hold_lock(
     url: String,
     leading: watch::Sender<bool>,
     delivering: Arc<AtomicBool>,
+    store: Arc<dyn Store>,
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
@@ -93,6 +105,11 @@ async fn hold_lock(
             if !pause(CHECK, &stop).await {
                 return;
             }
+        }
+        // Not with a store that fails: a replica whose store works should lead.
+        if !store_works(store.as_ref()).await {
+            pause(POLL, &stop).await;
+            continue;
         }
         let mut conn = match connect(&url).await {
             Ok(conn) => conn,
@@ -138,7 +155,9 @@ async fn hold_lock(
         }
         tracing::info!("leader: this replica leads (delivers to Slack, runs the digest)");
         leading.send_replace(true);
-        // Leader: keep checking the connection that holds the lock.
+        // Leader: keep checking the connection that holds the lock, and the store.
+        let mut store_checked = Instant::now();
+        let mut store_failing_since: Option<Instant> = None;
         loop {
             if !pause(CHECK, &stop).await {
                 let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -162,6 +181,45 @@ async fn hold_lock(
                 pause(POLL, &stop).await;
                 break;
             }
+            if store_checked.elapsed() >= POLL {
+                store_checked = Instant::now();
+                if store_works(store.as_ref()).await {
+                    store_failing_since = None;
+                } else if store_failing_since.get_or_insert(store_checked).elapsed()
+                    >= STORE_FAILURE_LIMIT
+                {
+                    leading.send_replace(false);
+                    tracing::error!(
+                        "leader: the store has failed for {}s; stepped down so that another replica delivers",
+                        STORE_FAILURE_LIMIT.as_secs()
+                    );
+                    let _ = tokio::time::timeout(
+                        CHECK_TIMEOUT,
+                        sqlx::query("SELECT pg_advisory_unlock($1)")
+                            .bind(LOCK_KEY)
+                            .execute(&mut conn),
+                    )
+                    .await;
+                    drop(conn);
+                    pause(POLL, &stop).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the store answers and commits, within [`CHECK_TIMEOUT`].
+async fn store_works(store: &dyn Store) -> bool {
+    match tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "leader: the store fails");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("leader: the store does not answer");
+            false
         }
     }
 }
@@ -298,5 +356,54 @@ async fn wake_on_announcements(url: String, state: AppState, stop: CancellationT
             },
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to `within` for `rx` to say `leads`.
+    async fn wait_for(rx: &mut watch::Receiver<bool>, leads: bool, within: Duration) {
+        tokio::time::timeout(within, rx.wait_for(|l| *l == leads))
+            .await
+            .unwrap_or_else(|_| panic!("leadership did not become {leads} within {within:?}"))
+            .unwrap();
+    }
+
+    /// A leader whose store fails (its pool closed) while its lock connection still works
+    /// steps down, lets the lock go to a replica whose store works, and does not seek it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_store_fails_steps_down_for_a_healthy_replica() {
+        let db = crate::testing::ScratchPostgres::new().await;
+        let url = db.url().to_string();
+        let store_a = crate::store::PostgresStore::open(&url).await.unwrap();
+        let store_b = crate::store::PostgresStore::open(&url).await.unwrap();
+        let stop = CancellationToken::new();
+        let mut a = campaign(
+            Some(url.clone()),
+            Arc::default(),
+            Arc::new(store_a.clone()),
+            stop.clone(),
+        );
+        wait_for(&mut a, true, Duration::from_secs(10)).await;
+        let mut b = campaign(Some(url), Arc::default(), Arc::new(store_b), stop.clone());
+        // B follows while A's store works.
+        assert!(
+            tokio::time::timeout(POLL * 3, b.wait_for(|l| *l))
+                .await
+                .is_err(),
+            "two leaders"
+        );
+        store_a.close().await;
+        wait_for(&mut a, false, STORE_FAILURE_LIMIT + Duration::from_secs(5)).await;
+        wait_for(&mut b, true, POLL * 3 + GRACE).await;
+        assert!(
+            tokio::time::timeout(POLL * 3, a.wait_for(|l| *l))
+                .await
+                .is_err(),
+            "a replica whose store fails took the lead back"
+        );
+        stop.cancel();
     }
 }

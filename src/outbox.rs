@@ -2,21 +2,27 @@
 //!
 //! Each round first applies storm control: cooldowns that ended with occurrences folded get
 //! their follow-up queued, and a channel whose backlog exceeds `max_backlog` has its waiting
-//! messages rolled up into one. Then it takes the due rows (a bounded number per channel,
-//! oldest first) and sends each channel's rows in order, channels side by side, each within
-//! its GCRA rate limit (`rate`, `burst`): a channel out of slots is skipped until its next
-//! slot instead of sleeping while other channels wait.
+//! messages rolled up into one (never of a channel whose send is in flight). Then it takes the
+//! due rows (a bounded number per channel, oldest first) and starts one task per channel that
+//! is not already being sent, which sends that channel's rows in order within its GCRA rate
+//! limit (`rate`, `burst`): a channel out of slots is skipped until its next slot instead of
+//! sleeping while other channels wait. Channels never wait for each other: the next round
+//! starts as soon as any channel's task ends, so a Slack endpoint that hangs for the whole
+//! `slack.timeout` delays only its own channel.
 //!
 //! Outcomes: accepted rows move to the sent log, permanent failures to the dead letters, and
 //! retryable failures hold the whole channel until the retry time (`Retry-After` plus jitter,
 //! or an exponential backoff with jitter) so that order is kept and Slack is not hammered. A
 //! row is removed only after Slack accepted it, so delivery is at-least-once across crashes.
 //!
-//! Between rounds the worker sleeps until the next row or cooldown is due, a channel's next
-//! rate slot, a new row is committed, or shutdown.
+//! Between rounds the worker sleeps until a channel's task ends, the next row or cooldown is
+//! due, a channel's next rate slot, a new row is committed, or shutdown.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng;
 use tokio::sync::Mutex;
@@ -25,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChannelTarget, Config};
 use crate::slack::{
-    Destination, Retry, SendOutcome, SlackClient, SlackMessage, render_alert, render_followup,
-    render_rollup,
+    Destination, Refusal, Retry, SendOutcome, SlackClient, SlackMessage, render_alert,
+    render_followup, render_rollup,
 };
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 use crate::store::{OutboxItem, OutboxMessage, StoreError};
 use crate::storm::{self, ChannelLimits};
 
@@ -79,58 +85,132 @@ pub fn destination(config: &Config, channel: &str) -> Option<Destination> {
     })
 }
 
-/// Runs the delivery worker until `shutdown`; a round in progress finishes first (each send
-/// is bounded by `slack.timeout`).
+/// Channel tasks in flight: each sends one channel's due rows, and returns what it achieved.
+type InFlight = JoinSet<(String, Result<Progress, StoreError>)>;
+
+/// Runs the delivery worker until `shutdown`; sends in flight finish first (each is bounded
+/// by `slack.timeout`).
+///
+/// Each channel is sent by a task of its own, and a new round starts whenever a channel's
+/// task ends, a row is committed or a timer fires, without waiting for the other channels: a
+/// channel whose Slack endpoint hangs delays only itself.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let client = SlackClient::new(state.live.load().config.slack.timeout);
+    let client = SlackClient::from_config(&state.live.load().config.slack);
     let limits = std::sync::Arc::new(Mutex::new(ChannelLimits::default()));
     saturate_recent_channels(&state, &limits).await;
-    // Channels out of rate slots, and when their next slot comes.
+    // Channels held back (out of rate slots, or their last turn failed), and until when.
     let mut limited: HashMap<String, Instant> = HashMap::new();
+    let mut in_flight = InFlight::new();
+    let mut busy: HashSet<String> = HashSet::new();
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        let now = Instant::now();
+        // The round's one reading of the clock: the next wake is measured from it, so time
+        // that passes during the round's store calls cannot leave a row that fell due
+        // meanwhile waiting for the idle poll.
+        let (now, now_ms) = (Instant::now(), state.clock.now_ms());
         limited.retain(|_, until| *until > now);
-        let progressed = match round(&state, &client, &limits, &mut limited, &shutdown).await {
-            Ok(n) => n > 0,
-            Err(err) => {
-                tracing::error!(error = %err, "outbox: store unavailable, retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(STORE_RETRY) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
+        if let Err(err) = round(
+            &state,
+            &client,
+            &limits,
+            &limited,
+            &mut busy,
+            &mut in_flight,
+            &shutdown,
+        )
+        .await
+        {
+            tracing::error!(error = %err, "outbox: store unavailable, retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_RETRY) => {}
+                _ = shutdown.cancelled() => break,
             }
-        };
-        if progressed {
             continue;
         }
-        let mut wait = IDLE_POLL;
-        if let Ok(Some(due)) = state.store.next_due_at().await {
-            let until_due = due - now_ms();
-            // Rows already due wait only on a rate limit (handled below).
-            if until_due > 0 {
-                wait = wait.min(Duration::from_millis(until_due as u64));
-            }
-        }
-        if let Some(slot) = limited.values().min() {
-            wait = wait.min(slot.saturating_duration_since(Instant::now()));
-        }
+        state
+            .counters
+            .delivery_rounds
+            .fetch_add(1, Ordering::Relaxed);
+        let in_flight_now = in_flight.len() as u64;
+        state
+            .counters
+            .delivery_in_flight
+            .store(in_flight_now, Ordering::Relaxed);
+        let wait = idle_wait(&state, &limited, now, now_ms).await;
         tokio::select! {
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                channel_done(joined, &mut busy, &mut limited);
+                let in_flight_now = in_flight.len() as u64;
+                state.counters.delivery_in_flight.store(in_flight_now, Ordering::Relaxed);
+            }
             _ = state.wake.notified() => {}
-            _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+            _ = tokio::time::sleep_until(now + wait.max(Duration::from_millis(1))) => {}
             _ = shutdown.cancelled() => break,
         }
     }
+    // Each channel task stops before its next send once `shutdown` is cancelled.
+    while let Some(joined) = in_flight.join_next().await {
+        channel_done(joined, &mut busy, &mut limited);
+    }
     tracing::info!("outbox: delivery worker stopped");
+}
+
+/// How long after the round that began at `now` (`now_ms` on the wall clock) to wait for
+/// something to do: until the next row or cooldown is due, or a held channel's time comes,
+/// at most [`IDLE_POLL`].
+async fn idle_wait(
+    state: &AppState,
+    limited: &HashMap<String, Instant>,
+    now: Instant,
+    now_ms: i64,
+) -> Duration {
+    let mut wait = IDLE_POLL;
+    if let Ok(Some(due)) = state.store.next_due_at().await {
+        let until_due = due - now_ms;
+        // Rows already due wait only on a rate limit or a busy channel (handled elsewhere).
+        if until_due > 0 {
+            wait = wait.min(Duration::from_millis(until_due as u64));
+        }
+    }
+    if let Some(slot) = limited.values().min() {
+        wait = wait.min(slot.saturating_duration_since(now));
+    }
+    wait
+}
+
+/// A channel task ended: the channel may be sent again, after its next rate slot, or after
+/// [`STORE_RETRY`] when its turn failed on the store.
+fn channel_done(
+    joined: Result<(String, Result<Progress, StoreError>), tokio::task::JoinError>,
+    busy: &mut HashSet<String>,
+    limited: &mut HashMap<String, Instant>,
+) {
+    match joined {
+        Ok((channel, Ok(progress))) => {
+            if let Some(wait) = progress.rate_limited_for {
+                limited.insert(channel.clone(), Instant::now() + wait);
+            }
+            busy.remove(&channel);
+        }
+        Ok((channel, Err(err))) => {
+            tracing::error!(channel, error = %err, "outbox: store failed during a channel's turn");
+            limited.insert(channel.clone(), Instant::now() + STORE_RETRY);
+            busy.remove(&channel);
+        }
+        Err(join_err) => {
+            // A panicked task: its channel stays busy (not sent again by this worker) rather
+            // than risk sending its rows twice; the panic is a bug to report.
+            tracing::error!(error = %join_err, "outbox: channel task failed");
+        }
+    }
 }
 
 /// A channel that sent within its refill time before this start gets no fresh burst.
 async fn saturate_recent_channels(state: &AppState, limits: &Mutex<ChannelLimits>) {
     let live = state.live.load_full();
-    let now = now_ms();
+    let now = state.clock.now_ms();
     for channel in live.config.channels.keys() {
         let Ok(totals) = state.store.channel_totals(channel).await else {
             continue;
@@ -142,9 +222,14 @@ async fn saturate_recent_channels(state: &AppState, limits: &Mutex<ChannelLimits
     }
 }
 
-/// Follow-ups for ended cooldowns, then roll-ups of long backlogs.
-async fn storm_control(state: &AppState, config: &Config) -> Result<(), StoreError> {
-    let now = now_ms();
+/// Follow-ups for ended cooldowns, then roll-ups of long backlogs (not of a channel being
+/// sent: a row in flight must not also be rolled up).
+async fn storm_control(
+    state: &AppState,
+    config: &Config,
+    busy: &HashSet<String>,
+) -> Result<(), StoreError> {
+    let now = state.clock.now_ms();
     let released = state.store.release_cooldowns(now).await?;
     if released > 0 {
         tracing::debug!(released, "outbox: cooldowns ended; follow-ups queued");
@@ -153,32 +238,24 @@ async fn storm_control(state: &AppState, config: &Config) -> Result<(), StoreErr
         let Some(ch) = config.channels.get(&channel) else {
             continue;
         };
-        if depth <= u64::from(ch.max_backlog) {
+        if !storm::over_backlog(depth, ch.max_backlog) || busy.contains(&channel) {
             continue;
         }
         // Digests and notices are never folded into a roll-up.
-        let items: Vec<OutboxItem> = state
-            .store
-            .channel_outbox(&channel)
-            .await?
-            .into_iter()
-            .filter(|i| i.message.is_storm_traffic())
-            .collect();
-        if items.len() < 2 {
+        let waiting = state.store.channel_outbox(&channel).await?;
+        let Some(plan) = storm::plan_roll_up(&waiting) else {
             continue;
-        }
-        let rollup = storm::roll_up(&items);
-        let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+        };
         if state
             .store
-            .replace_with_rollup(&channel, &ids, &rollup, now)
+            .replace_with_rollup(&channel, &plan.replaces, &plan.rollup, now)
             .await?
         {
             tracing::info!(
                 channel,
-                messages = ids.len(),
-                occurrences = rollup.occurrences,
-                issues = rollup.issues.len(),
+                messages = plan.replaces.len(),
+                occurrences = plan.rollup.occurrences,
+                issues = plan.rollup.issues.len(),
                 "outbox: backlog rolled up"
             );
         }
@@ -186,60 +263,45 @@ async fn storm_control(state: &AppState, config: &Config) -> Result<(), StoreErr
     Ok(())
 }
 
-/// One round: storm control, then sends what is due; returns the number of rows that
-/// reached a final state (posted or dead-lettered).
+/// One round: storm control, then a task for each channel with rows due that is neither
+/// being sent nor held back.
 async fn round(
     state: &AppState,
     client: &SlackClient,
     limits: &std::sync::Arc<Mutex<ChannelLimits>>,
-    limited: &mut HashMap<String, Instant>,
+    limited: &HashMap<String, Instant>,
+    busy: &mut HashSet<String>,
+    in_flight: &mut InFlight,
     stop: &CancellationToken,
-) -> Result<usize, StoreError> {
+) -> Result<(), StoreError> {
     let live = state.live.load_full();
     // A failure here (say, one unreadable row) must not stop the messages already queued.
-    if let Err(err) = storm_control(state, &live.config).await {
+    if let Err(err) = storm_control(state, &live.config, busy).await {
         tracing::error!(error = %err, "outbox: storm control failed; delivering what is queued");
     }
-    let due = state.store.due_outbox(now_ms(), PER_CHANNEL_BATCH).await?;
-    if due.is_empty() {
-        return Ok(0);
-    }
+    let due = state
+        .store
+        .due_outbox(state.clock.now_ms(), PER_CHANNEL_BATCH)
+        .await?;
     let mut by_channel: BTreeMap<String, Vec<OutboxItem>> = BTreeMap::new();
     for item in due {
-        if !limited.contains_key(&item.channel) {
+        if !limited.contains_key(&item.channel) && !busy.contains(&item.channel) {
             by_channel
                 .entry(item.channel.clone())
                 .or_default()
                 .push(item);
         }
     }
-    let mut tasks = JoinSet::new();
     for (channel, items) in by_channel {
         let (state, client, limits) = (state.clone(), client.clone(), limits.clone());
         let stop = stop.clone();
-        tasks.spawn(async move {
+        busy.insert(channel.clone());
+        in_flight.spawn(async move {
             let result = deliver_channel(&state, &client, &limits, &channel, items, &stop).await;
             (channel, result)
         });
     }
-    let mut done = 0;
-    let mut first_err = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((channel, Ok(progress))) => {
-                done += progress.done;
-                if let Some(wait) = progress.rate_limited_for {
-                    limited.insert(channel, Instant::now() + wait);
-                }
-            }
-            Ok((_, Err(err))) => first_err = first_err.or(Some(err)),
-            Err(join_err) => tracing::error!(error = %join_err, "outbox: channel task failed"),
-        }
-    }
-    match first_err {
-        Some(err) if done == 0 => Err(err),
-        _ => Ok(done),
-    }
+    Ok(())
 }
 
 /// What one channel's turn achieved.
@@ -295,11 +357,14 @@ async fn deliver_channel(
         }
         let live = state.live.load_full();
         let config = &live.config;
-        let now = now_ms();
+        let now = state.clock.now_ms();
         let attempts = item.attempts + 1;
         let Some(dest) = destination(config, channel) else {
-            let error = format!("channel `{channel}` is no longer configured");
-            dead_letter(state, channel, &item, item.attempts, &error).await?;
+            let why = Refusal::new(
+                "channel_not_configured",
+                format!("channel `{channel}` is no longer configured"),
+            );
+            dead_letter(state, channel, &item, item.attempts, &why).await?;
             progress.done += 1;
             continue;
         };
@@ -308,14 +373,17 @@ async fn deliver_channel(
             break;
         }
         let message = render(state, &item, now).await?;
-        let thread_ts = match &item.message {
+        let thread = match &item.message {
             OutboxMessage::FollowUp { .. } => {
                 state.store.thread_ts(&item.issue_key, channel).await?
             }
             _ => None,
         };
+        // A thread reply goes to the channel id Slack answered for the original message.
+        let dest = dest.in_channel(thread.as_ref().and_then(|t| t.channel_id.as_deref()));
+        let thread_ts = thread.map(|t| t.ts);
         let outcome = client.send(&dest, &message, thread_ts.as_deref()).await;
-        let now = now_ms();
+        let now = state.clock.now_ms();
         state.counters.slack_request(
             channel,
             match &outcome {
@@ -326,8 +394,14 @@ async fn deliver_channel(
             },
         );
         match outcome {
-            SendOutcome::Posted { ts } => {
-                state.store.mark_posted(item.id, now, ts.as_deref()).await?;
+            SendOutcome::Posted {
+                ts,
+                channel: channel_id,
+            } => {
+                state
+                    .store
+                    .mark_posted(item.id, now, ts.as_deref(), channel_id.as_deref())
+                    .await?;
                 tracing::info!(
                     channel,
                     issue = %item.issue_key,
@@ -341,14 +415,16 @@ async fn deliver_channel(
                 if let (Some(root), OutboxMessage::FollowUp { alert, target, .. }) =
                     (&thread_ts, &item.message)
                 {
+                    // `chat.update` needs the channel id: the one Slack just answered.
+                    let dest = dest.in_channel(channel_id.as_deref());
                     update_original(
                         state, client, limits, &dest, channel, root, alert, target, &item,
                     )
                     .await?;
                 }
             }
-            SendOutcome::Failed(Retry::Never(error)) => {
-                dead_letter(state, channel, &item, attempts, &error).await?;
+            SendOutcome::Failed(Retry::Never(why)) => {
+                dead_letter(state, channel, &item, attempts, &why).await?;
                 progress.done += 1;
             }
             SendOutcome::Failed(retry) => {
@@ -375,11 +451,14 @@ async fn deliver_channel(
                 };
                 let age = Duration::from_millis((now - item.created_at_ms).max(0) as u64);
                 if age + wait > config.slack.max_retry_age {
-                    let error = format!(
-                        "gave up after {attempts} attempts over {}s: {reason}",
-                        age.as_secs()
+                    let why = Refusal::new(
+                        "max_retry_age",
+                        format!(
+                            "gave up after {attempts} attempts over {}s: {reason}",
+                            age.as_secs()
+                        ),
                     );
-                    dead_letter(state, channel, &item, attempts, &error).await?;
+                    dead_letter(state, channel, &item, attempts, &why).await?;
                     progress.done += 1;
                     continue;
                 }
@@ -403,28 +482,29 @@ async fn deliver_channel(
     Ok(progress)
 }
 
-/// Moves a row to the dead letters with Slack's error string, logs it, and reports it to
+/// Moves a row to the dead letters with its reason, logs it, and reports it to
 /// `ops_channel` (rate limited).
 async fn dead_letter(
     state: &AppState,
     channel: &str,
     item: &OutboxItem,
     attempts: u32,
-    error: &str,
+    why: &Refusal,
 ) -> Result<(), StoreError> {
     tracing::warn!(
         channel,
         issue = %item.issue_key,
         kind = item.message.kind(),
         attempts,
-        error,
+        reason = why.code,
+        error = why.detail,
         "outbox: dead letter"
     );
     state
         .store
-        .dead_letter(item.id, attempts, now_ms(), error)
+        .dead_letter(item.id, attempts, state.clock.now_ms(), why)
         .await?;
-    crate::ops::dead_letter(state, channel, item.message.kind(), error).await;
+    crate::ops::dead_letter(state, channel, item.message.kind(), &why.detail).await;
     Ok(())
 }
 
@@ -452,7 +532,10 @@ async fn update_original(
         tracing::debug!(channel, issue = %item.issue_key, "outbox: no rate slot to update the original message");
         return Ok(());
     }
-    let stats = state.store.issue_stats(&item.issue_key, now_ms()).await?;
+    let stats = state
+        .store
+        .issue_stats(&item.issue_key, state.clock.now_ms())
+        .await?;
     let updated = render_alert(alert, target, &stats);
     if let SendOutcome::Failed(why) = client.update(dest, root_ts, &updated).await {
         tracing::warn!(channel, issue = %item.issue_key, ?why, "outbox: could not update the original message");
@@ -473,6 +556,50 @@ mod tests {
         assert_eq!(backoff(5, s(1), s(600), 1.0), s(16));
         assert_eq!(backoff(40, s(1), s(600), 1.0), s(600));
         assert_eq!(backoff(3, s(1), s(600), 0.0), s(2));
+    }
+
+    /// A round that read the clock before a row fell due, and got to its sleep after (its
+    /// store calls took a while), goes round again when the row is due, measured from the
+    /// round: here at once, not an idle poll later.
+    #[tokio::test]
+    async fn the_wait_after_a_round_is_measured_from_the_rounds_reading_of_the_clock() {
+        const T: i64 = 1_763_769_600_000;
+        let config = crate::config::Config::parse(
+            "default_channel = \"c\"\n[channels.c]\nconsole = true\n",
+            std::path::Path::new("routes.toml"),
+            &|_| None,
+        )
+        .unwrap();
+        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        // The round read T; the clock reads T + 1.5 s by the time it computes its wait.
+        let clock = crate::clock::Clock::starting_at(T + 1500);
+        let state = AppState::with_clock(store, config, clock);
+        let notice = OutboxMessage::Notice {
+            message: SlackMessage {
+                text: "x".into(),
+                blocks: vec![],
+            },
+        };
+        assert!(
+            state
+                .store
+                .queue_notice("s", 0, "c", &notice, T)
+                .await
+                .unwrap()
+        );
+        let id = state.store.channel_outbox("c").await.unwrap()[0].id;
+        state
+            .store
+            .reschedule(id, 1, T + 1000, "HTTP 500")
+            .await
+            .unwrap();
+        let round = Instant::now();
+        let wait = idle_wait(&state, &HashMap::new(), round, T).await;
+        assert_eq!(
+            wait,
+            Duration::from_secs(1),
+            "due 1 s after the round's reading"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 /// How often pruning runs.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -14,7 +14,7 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     loop {
         let retention = state.live.load().config.storage.retention_days;
-        match state.store.prune(now_ms(), retention).await {
+        match state.store.prune(state.clock.now_ms(), retention).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, retention_days = retention, "prune: deleted old rows"),
             Err(err) => tracing::warn!(error = %err, "prune: failed; will try again"),

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::routing::Router;
 use crate::store::Store;
@@ -38,33 +38,30 @@ pub struct AppState {
     pub live: Arc<ArcSwap<Live>>,
     /// Wakes the delivery worker when new outbox rows were committed.
     pub wake: Arc<Notify>,
-    /// What was last reported to `ops_channel`, for rate limiting.
-    pub notices: Arc<crate::ops::Notices>,
     /// Process counters exported on `/metrics`.
     pub counters: Arc<crate::metrics::Registry>,
+    /// The one clock every timestamp and timer of this process reads.
+    pub clock: Clock,
     /// Whether this replica leads (runs delivery, digest, watchdog, pruning); see
     /// [`crate::leader`]. Set by the leader supervisor; `false` until it starts.
     pub leading: Arc<AtomicBool>,
 }
 
 impl AppState {
-    /// State for `config` over `store`.
+    /// State for `config` over `store`, on the system clock.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self::with_clock(store, config, Clock::system())
+    }
+
+    /// State for `config` over `store`, reading `clock` (a test's).
+    pub fn with_clock(store: Arc<dyn Store>, config: Config, clock: Clock) -> Self {
         Self {
+            clock,
             store,
             live: Arc::new(ArcSwap::from_pointee(Live::new(config))),
             wake: Arc::new(Notify::new()),
-            notices: Arc::default(),
             counters: Arc::default(),
             leading: Arc::default(),
         }
     }
-}
-
-/// Now, as Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -21,12 +21,11 @@ pub mod schedule;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::counts::{DAY_MS, day_of};
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 use crate::store::{OutboxMessage, Store, StoreError};
 
 pub use report::DigestReport;
@@ -92,7 +91,7 @@ pub async fn queue_period(
         };
         if state
             .store
-            .queue_digest(&channel, period_end_ms, &message, now_ms())
+            .queue_digest(&channel, period_end_ms, &message, state.clock.now_ms())
             .await?
         {
             queued.push(channel);
@@ -120,7 +119,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 continue;
             }
         };
-        let now = Timestamp::now();
+        let (now, woke) = (state.clock.now(), tokio::time::Instant::now());
         let mut wait = MAX_SLEEP;
         if let Some(latest) = schedule::latest_at_or_before(&cron, &tz, now) {
             let latest_ms = latest.as_millisecond();
@@ -171,7 +170,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 Duration::from_millis((next.as_millisecond() - now.as_millisecond()).max(0) as u64);
             wait = wait.min(until + Duration::from_millis(10));
         }
-        if sleep_or_stop(wait, &shutdown).await {
+        // Measured from `now`, not from the end of this pass's store calls.
+        if sleep_or_stop(wait.saturating_sub(woke.elapsed()), &shutdown).await {
             return;
         }
     }

@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::counts::{DAY_MS, sparkline, thousands};
 use crate::slack::SlackMessage;
 use crate::slack::message::{
-    MAX_BLOCKS, MAX_FALLBACK_CHARS, MAX_HEADER_CHARS, MAX_SECTION_CHARS, escape, escape_truncated,
-    safe_link, truncate,
+    MAX_BLOCKS, MAX_FALLBACK_CHARS, MAX_HEADER_CHARS, MAX_SECTION_CHARS, escape, safe_link,
+    sentry_text_truncated, truncate,
 };
 use crate::store::{ChannelActivity, ChannelDay, IssueInfo};
 
@@ -281,7 +281,7 @@ impl DigestReport {
         let mut used = 0;
         let reserve = 40; // room for the "+N more issues" line
         for (n, issue) in self.ranked.iter().take(self.top).enumerate() {
-            let title = escape_truncated(&issue.title, 120);
+            let title = sentry_text_truncated(&issue.title, 120);
             let title = match issue.issue_url.as_deref().and_then(safe_link) {
                 Some(url) if linked => format!("<{url}|{title}>"),
                 Some(url) => format!("{title} {url}"),
