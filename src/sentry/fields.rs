@@ -12,8 +12,9 @@ pub(crate) const MAX_CHARS: usize = 2_000;
 pub(crate) const MAX_TAGS: usize = 200;
 /// Most projects kept from one metric alert.
 pub(crate) const MAX_PROJECTS: usize = 100;
-/// Title used when a payload names nothing better.
-pub(crate) const UNTITLED: &str = "<untitled>";
+/// Title used when a payload names nothing better: what Sentry itself shows for an event with
+/// neither an exception nor a message.
+pub(crate) const UNTITLED: &str = "<unlabeled event>";
 /// Project slug used when a payload does not identify its project.
 pub(crate) const UNKNOWN_PROJECT: &str = "unknown";
 
@@ -148,6 +149,28 @@ pub(crate) fn metadata_title(event: &Value) -> Option<String> {
         (Some(kind), None) => first_line(kind),
         (None, Some(value)) => Some(value),
         (None, None) => one_line(meta.get("title")),
+    }
+}
+
+/// A title from the event's main exception, as Sentry builds it: the last entry of
+/// `exception.values` (also a bare `exception` array, the older form), `{type}: {value}` with
+/// the first line of the value; the type alone when there is no value; `Error` as the type when
+/// the SDK sent none. A synthetic exception (`mechanism.synthetic`, made up by an SDK around a
+/// crash) has a meaningless type, so only its value is used.
+pub(crate) fn exception_title(event: &Value) -> Option<String> {
+    let exception = event.get("exception")?;
+    let values = exception.get("values").unwrap_or(exception).as_array()?;
+    let main = values.iter().rev().find(|v| v.is_object())?;
+    let value = str_of(main.get("value")).and_then(first_line);
+    let synthetic = at(main, &["mechanism", "synthetic"]).and_then(Value::as_bool) == Some(true);
+    let kind = str_of(main.get("type")).and_then(first_line);
+    match (synthetic, kind, value) {
+        (true, _, value) => value,
+        (false, None, None) => None,
+        (false, kind, None) => kind,
+        (false, kind, Some(value)) => {
+            first_line(&format!("{}: {value}", kind.as_deref().unwrap_or("Error")))
+        }
     }
 }
 

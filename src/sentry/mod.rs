@@ -33,10 +33,12 @@
 //! # Fields
 //!
 //! - **Events** (`data.event`, `data.error`, legacy `event`): `title` = `title`, else
-//!   `metadata.type: metadata.value` (either alone, else `metadata.title`), else `message`, else
+//!   `metadata.type: metadata.value` (either alone, else `metadata.title`), else the main
+//!   exception as Sentry titles it (the last of `exception.values`: `type: value`, the type
+//!   alone, `Error: value`; a synthetic one by its value), else `message`, else
 //!   `logentry.formatted`/`logentry.message` (legacy: then the top-level `message`, then the
-//!   culprit), else `<untitled>`. `level` = `level`, else the `level` tag, else `error`.
-//!   `environment` = `environment`, else the `environment` tag. `timestamp` = `timestamp` (float
+//!   culprit), else `<unlabeled event>` (Sentry's own words). `level` = `level`, else the
+//!   `level` tag, else `error`. `environment` = `environment`, else the `environment` tag. `timestamp` = `timestamp` (float
 //!   seconds), else `datetime` (RFC 3339). `event_url` = `web_url`; `issue_url` = `web_url` cut
 //!   before `/events/` when that leaves an `…/issues/{id}/` page, else `web_url` itself. Project =
 //!   the `{project}` of `url` (`/api/0/projects/{org}/{project}/events/…`), else the numeric
@@ -45,8 +47,10 @@
 //!   `data.issue_alert.title`) for `event_alert`; the legacy `triggering_rules` joined with `, `.
 //! - **Issues** (`issue.*`, `activity_alert.*`): project = `issue.project.slug`, else its `id`
 //!   mapped; `sentry_count` = `count`; `sentry_first_seen` = `firstSeen`; `timestamp` =
-//!   `lastSeen`; `issue_url` = `web_url`, else `permalink`; `short_id` = `shortId`; no
-//!   environment (Sentry sends none). `detail`: `resolution: <data.resolution_type>` for
+//!   `lastSeen`; `issue_url` = `web_url`, else `permalink`, else built from the organisation
+//!   that `url` or `project_url` names (`https://host/organizations/{org}/issues/{id}/`,
+//!   `https://{org}.sentry.io/issues/{id}/`); `short_id` = `shortId`; no environment (Sentry
+//!   sends none). `detail`: `resolution: <data.resolution_type>` for
 //!   `resolved`; `assigned to <name>` (name, else email; teams as `#team`) from `data.assignee`
 //!   or `issue.assignedTo` for `assigned`. For `activity_alert`: `rule` = `data.alert.title`,
 //!   `detail` = `data.activity.details.summary`, else `data.activity.type`.
@@ -71,6 +75,9 @@
 //! chars and made of characters RFC 3986 allows (so never `<`, `>`, `|`, quotes or spaces).
 //! Times outside years -9999..=9999 are dropped. Nothing in this module indexes or unwraps
 //! payload data, and JSON nesting is bounded by serde_json's recursion limit (128).
+//!
+//! `fuzz.rs` checks all of this on mutated real payloads, and that the Slack messages built
+//! from what is parsed stay within Slack's limits (docs/http-api.md says how to run it).
 
 mod fields;
 pub mod legacy;
@@ -78,7 +85,14 @@ pub mod parse;
 pub mod verify;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
+
+// Under `cargo bolero test` only: links the libFuzzer runtime into every binary of the package
+// (see Cargo.toml).
+#[cfg(fuzzing)]
+use bolero as _;
 
 pub use legacy::parse_legacy;
 pub use parse::{Malformed, Parsed, ProjectMap, fingerprint, parse};

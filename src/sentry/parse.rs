@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::fields::{
-    MAX_PROJECTS, UNKNOWN_PROJECT, UNTITLED, at, cap, count, event_id, first_line, http_url, id,
-    level, metadata_title, one_line, project_from_api_url, project_ref, str_of, tags, text,
-    unix_seconds,
+    MAX_PROJECTS, UNKNOWN_PROJECT, UNTITLED, at, cap, count, event_id, exception_title, first_line,
+    http_url, id, level, metadata_title, one_line, project_from_api_url, project_ref, str_of, tags,
+    text, unix_seconds,
 };
 use crate::alert::{Alert, Level};
 
@@ -125,8 +125,9 @@ pub(crate) struct EventFields {
 }
 
 impl EventFields {
-    /// Reads an event object. `title` is `title`, else `metadata`, else `message` /
-    /// `logentry`; the caller supplies the final fallback.
+    /// Reads an event object. `title` is `title`, else `metadata`, else the main exception
+    /// ([`exception_title`]), else `message` / `logentry`; the caller supplies the final
+    /// fallback.
     pub(crate) fn read(ev: &Value, projects: &ProjectMap) -> Self {
         let tags = tags(ev.get("tags"));
         let environment = text(ev.get("environment")).or_else(|| {
@@ -138,6 +139,7 @@ impl EventFields {
         });
         let title = one_line(ev.get("title"))
             .or_else(|| metadata_title(ev))
+            .or_else(|| exception_title(ev))
             .or_else(|| one_line(ev.get("message")))
             .or_else(|| one_line(at(ev, &["logentry", "formatted"])))
             .or_else(|| one_line(at(ev, &["logentry", "message"])));
@@ -235,6 +237,44 @@ fn issue_link(event_url: &str) -> String {
     }
 }
 
+/// The web page of issue `id`, built from another Sentry URL of the same organisation: Sentry
+/// sends `issue.*` notices that no user triggered with `permalink: null`, and older payloads
+/// have no `web_url`. The organisation comes from the first URL (in `urls` order) that names
+/// it, in its path (`…/organizations/{org}/…`, `…/api/0/organizations/{org}/…`,
+/// `…/api/0/projects/{org}/…`: `https://host/organizations/{org}/issues/{id}/`) or in its host
+/// (`https://{org}.sentry.io/issues/…`: `https://{org}.sentry.io/issues/{id}/`).
+fn built_issue_url<'a>(
+    id: &str,
+    urls: impl IntoIterator<Item = Option<&'a Value>>,
+) -> Option<String> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    urls.into_iter().find_map(|url| {
+        let url = http_url(url)?;
+        let (scheme, rest) = url.split_once("://")?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        let page = match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some("organizations"), Some(org), ..) => {
+                format!("{scheme}://{host}/organizations/{org}/issues/{id}/")
+            }
+            (Some("api"), Some("0"), Some("organizations" | "projects"), Some(org)) => {
+                format!("{scheme}://{host}/organizations/{org}/issues/{id}/")
+            }
+            (Some("issues"), ..) => format!("{scheme}://{host}/issues/{id}/"),
+            _ => return None,
+        };
+        http_url(Some(&Value::String(page)))
+    })
+}
+
 /// `issue.*` and `activity_alert.*`: a notice about an issue (`data.issue`), not an occurrence.
 fn issue(
     resource: &str,
@@ -256,6 +296,9 @@ fn issue(
     let title = one_line(issue.get("title"))
         .or_else(|| metadata_title(issue))
         .unwrap_or_else(|| UNTITLED.into());
+    let issue_url = http_url(issue.get("web_url"))
+        .or_else(|| http_url(issue.get("permalink")))
+        .or_else(|| built_issue_url(&issue_key, [issue.get("url"), issue.get("project_url")]));
     let (rule, detail) = if resource == "activity_alert" {
         (
             one_line(at(data, &["alert", "title"])),
@@ -277,7 +320,7 @@ fn issue(
         title,
         culprit: text(issue.get("culprit")),
         release: None,
-        issue_url: http_url(issue.get("web_url")).or_else(|| http_url(issue.get("permalink"))),
+        issue_url,
         event_url: None,
         tags: Vec::new(),
         timestamp: unix_seconds(issue.get("lastSeen")),
@@ -291,7 +334,9 @@ fn issue(
 /// What an issue lifecycle notice adds: how it was resolved, or who it was assigned to.
 fn issue_detail(action: &str, data: &Value, issue: &Value) -> Option<String> {
     match action {
-        "resolved" => text(data.get("resolution_type")).map(|how| format!("resolution: {how}")),
+        "resolved" => {
+            text(data.get("resolution_type")).map(|how| cap(&format!("resolution: {how}")))
+        }
         "assigned" => assignee(data.get("assignee"))
             .or_else(|| assignee(issue.get("assignedTo")))
             .map(|who| cap(&format!("assigned to {who}"))),

@@ -1,4 +1,4 @@
-//! Tests of `sentry` against the real (documentation) payloads in `shared/fixtures/sentry/`,
+//! Tests of `sentry` against the real (documentation) payloads in `tests/fixtures/sentry/`,
 //! hand-built legacy payloads, and property tests over arbitrary input.
 
 use proptest::prelude::*;
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::alert::{Alert, Level};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/sentry/");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sentry/");
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -417,7 +417,8 @@ fn minimal_event_falls_back_to_fingerprint_and_project_map() {
         "only http(s) links"
     );
 
-    // Unmapped id: the id itself; no project at all: `unknown`; no title: `<untitled>`.
+    // Unmapped id: the id itself; no project at all: `unknown`; no title: `<unlabeled event>`,
+    // as Sentry writes it.
     let Ok(Parsed::Alert(a)) = parse("error", body, &no_projects()) else {
         panic!()
     };
@@ -428,7 +429,7 @@ fn minimal_event_falls_back_to_fingerprint_and_project_map() {
     };
     assert_eq!(
         (a.projects[0].as_str(), a.title.as_str()),
-        ("unknown", "<untitled>")
+        ("unknown", "<unlabeled event>")
     );
     assert_eq!(a.issue_key, "17");
     assert_eq!(a.level, Level::Error);
@@ -510,7 +511,7 @@ fn issue_project_by_id_uses_the_map() {
         ("5", "checkout")
     );
     assert_eq!(a.sentry_count, Some(12));
-    assert_eq!(a.title, "<untitled>");
+    assert_eq!(a.title, "<unlabeled event>");
 }
 
 fn legacy_payload() -> Value {
@@ -891,4 +892,120 @@ proptest! {
             check_invariants(&a)?;
         }
     }
+}
+
+/// An event without `title` or `metadata` is titled as Sentry titles it: from its main
+/// exception (the last of `exception.values`), else its message.
+#[test]
+fn events_without_a_title_are_titled_like_sentry() {
+    let title = |event: Value| {
+        let mut event = event;
+        event["event_id"] = json!("e4874d664c3540c1a32eab185f12c5ab");
+        let body =
+            serde_json::to_vec(&json!({"action": "created", "data": {"error": event}})).unwrap();
+        match parse("error", &body, &no_projects()) {
+            Ok(Parsed::Alert(a)) => a.title,
+            other => panic!("{other:?}"),
+        }
+    };
+    let chained = json!({"exception": {"values": [
+        {"type": "KeyError", "value": "'user'"},
+        {"type": "ValueError", "value": "bad input\nsecond line", "module": "app"},
+    ]}, "message": "ignored while there is an exception"});
+    assert_eq!(title(chained), "ValueError: bad input");
+    assert_eq!(
+        title(json!({"exception": {"values": [{"type": "TypeError"}]}})),
+        "TypeError"
+    );
+    assert_eq!(
+        title(json!({"exception": {"values": [{"value": "no type"}]}})),
+        "Error: no type"
+    );
+    assert_eq!(
+        title(json!({"exception": [{"type": "OldShape", "value": "bare array"}]})),
+        "OldShape: bare array"
+    );
+    assert_eq!(
+        title(json!({"exception": {"values": [
+            {"type": "EXC_BAD_ACCESS", "value": "crash", "mechanism": {"synthetic": true}}
+        ]}})),
+        "crash"
+    );
+    assert_eq!(
+        title(
+            json!({"logentry": {"formatted": "Payment failed for 42", "message": "Payment failed for %s"}})
+        ),
+        "Payment failed for 42"
+    );
+    assert_eq!(
+        title(json!({"logentry": {"message": "Payment failed for %s"}})),
+        "Payment failed for %s"
+    );
+    assert_eq!(
+        title(json!({"exception": {"values": []}})),
+        "<unlabeled event>"
+    );
+    assert_eq!(title(json!({})), "<unlabeled event>");
+}
+
+/// Sentry sends `issue.*` notices that no user triggered with `permalink: null`, and older
+/// payloads carry no `web_url`: the issue page is built from the organisation another URL of
+/// the payload names.
+#[test]
+fn an_issue_without_a_permalink_gets_its_page_from_other_urls() {
+    let url_of = |edit: &dyn Fn(&mut Value)| {
+        let mut v: Value = serde_json::from_slice(&fixture("issue.created.json")).unwrap();
+        v["action"] = json!("resolved");
+        let issue = v["data"]["issue"].as_object_mut().unwrap();
+        issue.remove("web_url");
+        issue.insert("permalink".into(), Value::Null);
+        edit(&mut v);
+        match parse("issue", &serde_json::to_vec(&v).unwrap(), &no_projects()) {
+            Ok(Parsed::Alert(a)) => a.issue_url,
+            other => panic!("{other:?}"),
+        }
+    };
+    // `url`: the API address, /api/0/organizations/{org}/issues/{id}/.
+    assert_eq!(
+        url_of(&|_| {}).as_deref(),
+        Some("https://sentry.io/organizations/example-org/issues/1234567890/")
+    );
+    // `project_url` on an organisation subdomain.
+    assert_eq!(
+        url_of(&|v| {
+            v["data"]["issue"].as_object_mut().unwrap().remove("url");
+        })
+        .as_deref(),
+        Some("https://example-org.sentry.io/issues/1234567890/")
+    );
+    // `project_url` with the organisation in the path (self-hosted).
+    assert_eq!(
+        url_of(&|v| {
+            v["data"]["issue"].as_object_mut().unwrap().remove("url");
+            v["data"]["issue"]["project_url"] =
+                json!("https://sentry.example.com/organizations/acme/issues/?project=2");
+        })
+        .as_deref(),
+        Some("https://sentry.example.com/organizations/acme/issues/1234567890/")
+    );
+    // Nothing names the organisation: no link (the store's is used when the message is sent).
+    assert_eq!(
+        url_of(&|v| {
+            let issue = v["data"]["issue"].as_object_mut().unwrap();
+            issue.remove("url");
+            issue.remove("project_url");
+        }),
+        None
+    );
+    // A hostile URL builds nothing.
+    assert_eq!(
+        url_of(&|v| {
+            v["data"]["issue"]["url"] = json!("javascript:alert(1)//organizations/x/");
+            v["data"]["issue"]
+                .as_object_mut()
+                .unwrap()
+                .remove("project_url");
+        }),
+        None
+    );
 }

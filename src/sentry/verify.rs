@@ -27,17 +27,26 @@ pub fn sign(body: &[u8], secret: &[u8]) -> String {
 }
 
 /// `true` if `signature_hex` (the `Sentry-Hook-Signature` header value; surrounding whitespace is
-/// ignored, hex digits may be upper or lower case) is the HMAC-SHA256 of the exact `body` bytes
-/// under any of `secrets` (several secrets allow rotation).
+/// ignored) is the lowercase hex HMAC-SHA256 of the exact `body` bytes under any of `secrets`
+/// (several secrets allow rotation).
+///
+/// Only lowercase hex is accepted, as Sentry sends it (Python's `hexdigest()`) and as Sentry's
+/// own verification example compares it (as a string): one encoding per tag, so what passes
+/// here passes any receiver written after Sentry's docs.
 ///
 /// Each comparison is constant time (`Mac::verify_slice`), and every secret is tried even after a
 /// match, so timing reveals neither the tag nor which secret matched. A signature that is not
-/// 64 hex characters is `false`, never a panic. Empty secrets never match: a secret that expanded
-/// to an empty string must not turn into a key everybody knows.
+/// 64 lowercase hex characters is `false`, never a panic. Empty secrets never match: a secret
+/// that expanded to an empty string must not turn into a key everybody knows.
 pub fn verify_signature<S: AsRef<[u8]>>(body: &[u8], signature_hex: &str, secrets: &[S]) -> bool {
     let signature_hex = signature_hex.trim();
     let mut tag = [0u8; TAG_LEN];
-    if signature_hex.len() != TAG_LEN * 2 || hex::decode_to_slice(signature_hex, &mut tag).is_err()
+    let lowercase_hex = signature_hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if signature_hex.len() != TAG_LEN * 2
+        || !lowercase_hex
+        || hex::decode_to_slice(signature_hex, &mut tag).is_err()
     {
         return false;
     }
@@ -120,7 +129,7 @@ mod tests {
     use proptest::prelude::*;
 
     const SECRET: &str = "test-client-secret";
-    /// The derived vector in shared/fixtures/sentry/SOURCES.md (compact `comment.created.json`).
+    /// The derived vector in tests/fixtures/sentry/README.md (compact `comment.created.json`).
     const BODY: &str = r#"{"action":"created","data":{"comment":"adding a comment","project_slug":"sentry","comment_id":1234,"issue_id":100,"timestamp":"2022-03-02T21:51:44.118160Z"},"installation":{"uuid":"eac5a0ae-60ec-418f-9318-46dc5e7e52ec"},"actor":{"type":"user","id":1,"name":"colleen"}}"#;
     const SIGNATURE: &str = "96cdc9cf43fb8349fd0371e078193b23054c58993ee61e858f3bc6cb1ee23c38";
 
@@ -131,9 +140,12 @@ mod tests {
     }
 
     #[test]
-    fn header_is_trimmed_and_case_insensitive() {
+    fn header_is_trimmed_and_lowercase_only() {
+        // The same tag in uppercase hex (or mixed case) is not what Sentry sends: refused.
         let upper = SIGNATURE.to_ascii_uppercase();
-        assert!(verify_signature(BODY.as_bytes(), &upper, &[SECRET]));
+        assert!(!verify_signature(BODY.as_bytes(), &upper, &[SECRET]));
+        let mixed = format!("{}{}", &upper[..32], &SIGNATURE[32..]);
+        assert!(!verify_signature(BODY.as_bytes(), &mixed, &[SECRET]));
         assert!(verify_signature(
             BODY.as_bytes(),
             &format!("  {SIGNATURE}\t\n"),

@@ -1,6 +1,7 @@
 //! Block Kit messages with a plain-text fallback, within Slack's limits, with every piece of
 //! text that comes from Sentry escaped so that an error message can never ping `@channel`,
-//! mention a user or forge a link.
+//! mention a user, forge a link, change the message's formatting or hide what it says behind
+//! bidirectional or zero-width characters ([`sentry_text`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -30,7 +31,9 @@ pub struct SlackMessage {
 }
 
 /// Escapes the three characters Slack's mrkdwn gives meaning to (`&`, `<`, `>`): with them
-/// escaped, `<!channel>`, `<@U123>` and `<http://evil|click>` are shown as text.
+/// escaped, `<!channel>`, `<@U123>` and `<http://evil|click>` are shown as text. For Sluice's
+/// own text, which may use mrkdwn formatting on purpose; text that comes from Sentry goes
+/// through [`sentry_text`], which also neutralises formatting and invisible characters.
 pub fn escape(text: &str) -> String {
     escape_truncated(text, usize::MAX)
 }
@@ -38,6 +41,105 @@ pub fn escape(text: &str) -> String {
 /// [`escape`], then cut to at most `max_chars` characters (ending in `…` when cut) without
 /// splitting an escape sequence.
 pub fn escape_truncated(text: &str, max_chars: usize) -> String {
+    escape_in(text, max_chars)
+}
+
+/// Text from Sentry (titles, project slugs, comments…) for a mrkdwn field or the `text`
+/// fallback: shown exactly as text, never applied. The characters that make text read as
+/// something else ([`is_invisible`]) go; mrkdwn's formatting characters become look-alikes
+/// that Slack gives no meaning: `*` → `∗`, `~` → `∼`, `` ` `` → `ˋ`, `_` → `ˍ` (except
+/// between two letters or digits, where Slack never formats); and `&`, `<`, `>` are escaped
+/// as by [`escape`].
+pub fn sentry_text(text: &str) -> String {
+    sentry_text_truncated(text, usize::MAX)
+}
+
+/// [`sentry_text`], cut to at most `max_chars` characters (ending in `…` when cut) without
+/// splitting an escape sequence.
+pub fn sentry_text_truncated(text: &str, max_chars: usize) -> String {
+    escape_in(&neutralise(text, Field::Mrkdwn), max_chars)
+}
+
+/// [`sentry_text`] for text shown inside an inline code span (`` `…` ``), where Slack applies no
+/// formatting: only backticks (which would end the span) are swapped for a look-alike, so
+/// `handle_request` keeps its underscores.
+pub fn escape_code(text: &str) -> String {
+    escape_in(&neutralise(text, Field::Code), usize::MAX)
+}
+
+/// Sentry text for a `plain_text` object (headers, button labels): Slack shows it as it is,
+/// so only the characters that make text read as something else ([`is_invisible`]) go, and
+/// angle brackets become look-alikes (`‹ ›`) so that no client can ever read `<!channel>`.
+pub fn plain(text: &str) -> String {
+    neutralise(text, Field::Plain)
+        .chars()
+        .map(|c| match c {
+            '<' => '‹',
+            '>' => '›',
+            c => c,
+        })
+        .collect()
+}
+
+/// Where a piece of Sentry text is shown, which decides what must be neutralised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// A mrkdwn field or the `text` fallback: formatting characters apply.
+    Mrkdwn,
+    /// Inside an inline code span: only a backtick has a meaning.
+    Code,
+    /// A `plain_text` object: nothing has a meaning.
+    Plain,
+}
+
+/// Whether `c` changes how text reads without being seen: the bidirectional controls
+/// (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C: `rtl\u{202E}gnp.exe` displays as
+/// `rtlexe.png`), zero-width and invisible characters (U+200B–U+200D, U+2060–U+2064, U+FEFF,
+/// U+180E, the soft hyphen U+00AD), and control characters other than newline and tab.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{061C}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{FEFF}'
+            | '\u{180E}'
+            | '\u{00AD}'
+    ) || (c.is_control() && c != '\n' && c != '\t')
+}
+
+/// Removes the [`is_invisible`] characters and, for mrkdwn, swaps the formatting characters
+/// for look-alikes that Slack gives no meaning (Slack has no escape for them, and anything
+/// invisible inserted to break them up would be a spoofing tool itself): `*` → `∗` (U+2217),
+/// `~` → `∼` (U+223C), `` ` `` → `ˋ` (U+02CB), and `_` → `ˍ` (U+02CD) except between two
+/// letters or digits, where Slack never formats (so `user_id` stays searchable).
+fn neutralise(text: &str, field: Field) -> String {
+    let chars: Vec<char> = text.chars().filter(|&c| !is_invisible(c)).collect();
+    let word = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_some_and(|c| c.is_alphanumeric())
+    };
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| match (field, c) {
+            (Field::Plain, c) => c,
+            (_, '`') => 'ˋ',
+            (Field::Code, c) => c,
+            (Field::Mrkdwn, '*') => '∗',
+            (Field::Mrkdwn, '~') => '∼',
+            (Field::Mrkdwn, '_') if !(word(i.checked_sub(1)) && word(Some(i + 1))) => 'ˍ',
+            (_, c) => c,
+        })
+        .collect()
+}
+
+/// Escapes `&`, `<`, `>` in already neutralised text and cuts it to `max_chars`.
+fn escape_in(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
     let mut used = 0usize;
     let total: usize = text.chars().map(escaped_len).sum();
@@ -88,7 +190,7 @@ pub fn safe_link(url: &str) -> Option<&str> {
     let http = lower.starts_with("https://") || lower.starts_with("http://");
     let clean = !url
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '|'));
+        .any(|c| c.is_whitespace() || is_invisible(c) || matches!(c, '<' | '>' | '|'));
     (http && clean && url.len() <= 2000).then_some(url)
 }
 
@@ -124,47 +226,115 @@ fn format_time(unix_ms: i64) -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// Builds the message for one alert in one channel, with the issue's counts at send time.
-pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> SlackMessage {
-    let level = alert.level.as_str().to_ascii_uppercase();
-    let header_title = match notice_prefix(alert) {
+/// The header's level word (`ERROR`), or none for a Resolved notice: the level of an issue
+/// that was just fixed (often `FATAL`) is not news, and shouting it reads like an alarm.
+fn level_word(alert: &Alert) -> Option<String> {
+    let resolved = alert.resource == "issue" && alert.action == "resolved";
+    (!resolved).then(|| alert.level.as_str().to_ascii_uppercase())
+}
+
+/// The emoji before the header.
+fn header_emoji(alert: &Alert) -> &'static str {
+    match level_word(alert) {
+        Some(_) => level_emoji(alert.level),
+        None => ":white_check_mark:",
+    }
+}
+
+/// What the message is about: the notice's prefix and the title. A comment's payload names
+/// its issue only by id, so the issue's title comes from the store (when it holds one that is
+/// not itself the title of a comment on the issue).
+fn headline(alert: &Alert, stats: &IssueStats) -> String {
+    let title = match notice_prefix(alert) {
         Some(prefix) => format!("{prefix}: {}", alert.title),
         None => alert.title.clone(),
     };
-    // Header blocks are plain_text, where Slack parses no mentions or links; angle brackets
-    // are still swapped for look-alikes so no client can ever read `<!channel>` there.
-    let header = truncate(
-        &format!(
-            "{} {level} {}",
-            level_emoji(alert.level),
-            header_title.replace('<', "‹").replace('>', "›")
-        ),
-        MAX_HEADER_CHARS,
-    );
-
-    let mut where_parts = vec![format!("*{}*", escape(alert.project()))];
-    if let Some(env) = &alert.environment {
-        where_parts.push(escape(env));
+    let comment_title = format!(" on issue {}", alert.issue_key);
+    match stats.title.as_deref() {
+        Some(issue) if alert.resource == "comment" && !issue.contains(&comment_title) => {
+            format!("{title}: {issue}")
+        }
+        _ => title,
     }
-    if let Some(release) = &alert.release {
-        where_parts.push(format!("release {}", escape(release)));
-    }
-    let where_line = where_parts.join(" · ");
+}
 
-    let counts = stats.summary();
-    let mut count_line = format!("`{counts}` {}", stats.sparkline());
-    if let Some(first) = stats.first_seen_ms {
-        count_line.push_str(&format!(" · first seen {}", format_time(first)));
+/// The counts line: `7d: 412 · 30d: 1,204` with the sparkline, when the issue was first seen
+/// and Sentry's lifetime count; `None` for metric alerts, which are not issues and have no
+/// occurrences to count.
+fn count_line(alert: &Alert, stats: &IssueStats) -> Option<String> {
+    if alert.resource == "metric_alert" {
+        return None;
+    }
+    let mut line = format!("`{}` {}", stats.summary(), stats.sparkline());
+    // Sentry's `firstSeen` where it is known (the payload's, else the store's); Sluice's first
+    // sight only when that is earlier (Sentry did not say, or a clock is off).
+    let first = [
+        alert.sentry_first_seen.map(|s| s.saturating_mul(1000)),
+        stats.sentry_first_seen_ms,
+        stats.first_seen_ms,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    if let Some(first) = first {
+        line.push_str(&format!(" · first seen {}", format_time(first)));
     }
     if let Some(lifetime) = alert.sentry_count.or(stats.sentry_count) {
-        count_line.push_str(&format!(" · Sentry lifetime: {}", thousands(lifetime)));
+        line.push_str(&format!(" · Sentry lifetime: {}", thousands(lifetime)));
     }
+    Some(line)
+}
 
-    let link = alert
+/// The link to the issue: the payload's (issue page, else event page), else the one the store
+/// holds for the issue (Sentry sends some notices with none).
+fn issue_link<'a>(alert: &'a Alert, stats: &'a IssueStats) -> Option<&'a str> {
+    alert
         .issue_url
         .as_deref()
         .and_then(safe_link)
-        .or_else(|| alert.event_url.as_deref().and_then(safe_link));
+        .or_else(|| alert.event_url.as_deref().and_then(safe_link))
+        .or_else(|| stats.issue_url.as_deref().and_then(safe_link))
+}
+
+/// An "Open in Sentry" button.
+fn open_button(url: &str) -> Value {
+    json!({
+        "type": "actions",
+        "elements": [{
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Open in Sentry"},
+            "url": url
+        }]
+    })
+}
+
+/// Builds the message for one alert in one channel, with the issue's counts at send time.
+pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> SlackMessage {
+    let level = level_word(alert);
+    let headline = headline(alert, stats);
+    let header = truncate(
+        &[
+            Some(header_emoji(alert).to_string()),
+            level.clone(),
+            Some(plain(&headline)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" "),
+        MAX_HEADER_CHARS,
+    );
+
+    let mut where_parts = vec![format!("*{}*", sentry_text(alert.project()))];
+    if let Some(env) = &alert.environment {
+        where_parts.push(sentry_text(env));
+    }
+    if let Some(release) = &alert.release {
+        where_parts.push(format!("release {}", sentry_text(release)));
+    }
+    let where_line = where_parts.join(" · ");
+    let count_line = count_line(alert, stats);
+    let link = issue_link(alert, stats);
 
     let mut blocks = vec![json!({
         "type": "header",
@@ -175,39 +345,20 @@ pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> Slack
     }
     let mut body = where_line.clone();
     if let Some(culprit) = &alert.culprit {
-        body.push_str(&format!("\n`{}`", escape(&culprit.replace('`', "'"))));
+        body.push_str(&format!("\n`{}`", escape_code(culprit)));
     }
     blocks.push(section(&truncate(&body, MAX_SECTION_CHARS)));
     if let Some(detail) = &alert.detail {
-        blocks.push(section(&escape_truncated(detail, MAX_SECTION_CHARS)));
+        blocks.push(section(&sentry_text_truncated(detail, MAX_SECTION_CHARS)));
     }
-    blocks.push(section(&truncate(&count_line, MAX_SECTION_CHARS)));
-
-    let mut context = Vec::new();
-    if let Some(short_id) = &alert.short_id {
-        context.push(escape(short_id));
+    if let Some(line) = &count_line {
+        blocks.push(section(&truncate(line, MAX_SECTION_CHARS)));
     }
-    if let Some(rule) = &alert.rule {
-        context.push(format!("rule: {}", escape(rule)));
-    }
-    if let Some(route) = &target.route {
-        context.push(format!("route: {}", escape(route)));
-    }
-    if !context.is_empty() {
-        blocks.push(json!({
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": truncate(&context.join(" · "), MAX_SECTION_CHARS)}]
-        }));
+    if let Some(context) = context_line(alert, target) {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
     }
     if let Some(url) = link {
-        blocks.push(json!({
-            "type": "actions",
-            "elements": [{
-                "type": "button",
-                "text": {"type": "plain_text", "text": "Open in Sentry"},
-                "url": url
-            }]
-        }));
+        blocks.push(open_button(url));
     }
     blocks.truncate(MAX_BLOCKS);
 
@@ -216,18 +367,49 @@ pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> Slack
         text.push_str(mention);
         text.push(' ');
     }
+    if let Some(level) = &level {
+        text.push_str(&format!("[{level}] "));
+    }
     text.push_str(&format!(
-        "[{level}] {} — {where_line} — {counts} {}",
-        escape_truncated(&header_title, 500),
-        stats.sparkline()
+        "{} — {where_line}",
+        sentry_text_truncated(&headline, 500)
     ));
+    let mut tail = String::new();
+    if count_line.is_some() {
+        tail.push_str(&format!(" — {} {}", stats.summary(), stats.sparkline()));
+    }
     if let Some(url) = link {
-        text.push_str(&format!(" — <{url}|Open in Sentry>"));
+        tail.push_str(&format!(" — <{url}|Open in Sentry>"));
     }
     SlackMessage {
-        text: truncate(&text, MAX_FALLBACK_CHARS),
+        text: fallback(&text, &tail),
         blocks,
     }
+}
+
+/// The fallback text: `head` cut (ending in `…`) to leave room for `tail`, so that at most
+/// [`MAX_FALLBACK_CHARS`] are sent and the tail (the counts and the link) is never cut: a cut
+/// link shows as raw `<https://…` and the fallback promises the counts.
+fn fallback(head: &str, tail: &str) -> String {
+    let room = MAX_FALLBACK_CHARS.saturating_sub(tail.chars().count());
+    let mut text = truncate(head, room);
+    text.push_str(tail);
+    truncate(&text, MAX_FALLBACK_CHARS)
+}
+
+/// The context line: short id, alert rule, route.
+fn context_line(alert: &Alert, target: &Target) -> Option<String> {
+    let mut context = Vec::new();
+    if let Some(short_id) = &alert.short_id {
+        context.push(sentry_text(short_id));
+    }
+    if let Some(rule) = &alert.rule {
+        context.push(format!("rule: {}", sentry_text(rule)));
+    }
+    if let Some(route) = &target.route {
+        context.push(format!("route: {}", escape(route)));
+    }
+    (!context.is_empty()).then(|| truncate(&context.join(" · "), MAX_SECTION_CHARS))
 }
 
 /// `14:02` when `since_ms` is on the UTC day of `now_ms`, else `2026-11-21 14:02`; UTC.
@@ -261,31 +443,27 @@ pub fn render_followup(
     let what = format!(
         "[{}] {} — {}{}",
         alert.level.as_str().to_ascii_uppercase(),
-        escape_truncated(&alert.title, 500),
-        escape(alert.project()),
+        sentry_text_truncated(&alert.title, 500),
+        sentry_text(alert.project()),
         alert
             .environment
             .as_deref()
-            .map(|e| format!(" · {}", escape(e)))
+            .map(|e| format!(" · {}", sentry_text(e)))
             .unwrap_or_default()
     );
     let mut blocks = vec![
         section(&format!("*{headline}*")),
         json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&what, MAX_SECTION_CHARS)}]}),
     ];
-    let link = alert.issue_url.as_deref().and_then(safe_link);
+    let link = issue_link(alert, stats);
     if let Some(url) = link {
-        blocks.push(json!({
-            "type": "actions",
-            "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open in Sentry"}, "url": url}]
-        }));
+        blocks.push(open_button(url));
     }
-    let mut text = format!("{headline} — {what}");
-    if let Some(url) = link {
-        text.push_str(&format!(" — <{url}|Open in Sentry>"));
-    }
+    let tail = link
+        .map(|url| format!(" — <{url}|Open in Sentry>"))
+        .unwrap_or_default();
     SlackMessage {
-        text: truncate(&text, MAX_FALLBACK_CHARS),
+        text: fallback(&format!("{headline} — {what}"), &tail),
         blocks,
     }
 }
@@ -316,28 +494,26 @@ pub fn render_rollup(rollup: &crate::storm::RollUp, now_ms: i64) -> SlackMessage
             "events"
         },
     );
-    let mut lines = Vec::new();
+    // Whole lines only, so that no link is cut in half (Slack would show its raw `<https://…`);
+    // a line too long for what room is left loses its link and is cut, and the rest are
+    // counted in "+N more". The room left over is for the headline and that line, so the
+    // fallback text holds the whole list too.
+    let mut lines: Vec<String> = Vec::new();
+    let mut used = 0;
     for issue in rollup.issues.iter().take(ROLLUP_LISTED) {
-        let title = escape_truncated(&issue.title, 150);
-        let title = match issue.issue_url.as_deref().and_then(safe_link) {
-            Some(url) => format!("<{url}|{title}>"),
-            None => title,
-        };
-        lines.push(format!(
-            "• *{}* × [{}] {} — {}{}",
-            thousands(issue.occurrences),
-            issue.level.as_str().to_ascii_uppercase(),
-            title,
-            escape(&issue.project),
-            issue
-                .environment
-                .as_deref()
-                .map(|e| format!(" · {}", escape(e)))
-                .unwrap_or_default()
-        ));
+        let room = (MAX_SECTION_CHARS - ROLLUP_ROOM).saturating_sub(used);
+        if room < 40 {
+            break;
+        }
+        let mut line = rollup_line(issue, true);
+        if line.chars().count() >= room {
+            line = truncate(&rollup_line(issue, false), room - 1);
+        }
+        used += line.chars().count() + 1;
+        lines.push(line);
     }
-    if n > ROLLUP_LISTED {
-        lines.push(format!("+{} more", thousands((n - ROLLUP_LISTED) as u64)));
+    if n > lines.len() {
+        lines.push(format!("+{} more", thousands((n - lines.len()) as u64)));
     }
     let list = lines.join("\n");
     let mentions = rollup.mentions.join(" ");
@@ -357,14 +533,74 @@ pub fn render_rollup(rollup: &crate::storm::RollUp, now_ms: i64) -> SlackMessage
     }
 }
 
+/// Characters of a roll-up's section kept free of listed issues: room for the `+N more` line
+/// in the section, and for the headline in the fallback text.
+const ROLLUP_ROOM: usize = 200;
+
+/// One issue of a roll-up: `• *7* × [ERROR] <url|title> — project · env`; the title is
+/// linked when `linked` and the link is safe.
+fn rollup_line(issue: &crate::storm::RolledIssue, linked: bool) -> String {
+    let title = sentry_text_truncated(&issue.title, 150);
+    let title = match issue.issue_url.as_deref().and_then(safe_link) {
+        Some(url) if linked => format!("<{url}|{title}>"),
+        _ => title,
+    };
+    format!(
+        "• *{}* × [{}] {} — {}{}",
+        thousands(issue.occurrences),
+        issue.level.as_str().to_ascii_uppercase(),
+        title,
+        sentry_text(&issue.project),
+        issue
+            .environment
+            .as_deref()
+            .map(|e| format!(" · {}", sentry_text(e)))
+            .unwrap_or_default()
+    )
+}
+
 fn section(mrkdwn: &str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}})
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Slack's limits on what it accepts, checked on a built message: at most [`MAX_BLOCKS`]
+    /// blocks, [`MAX_HEADER_CHARS`] in a header, [`MAX_SECTION_CHARS`] in a section or a context
+    /// element, 75 in a button label, 3,000 in a button URL (Slack refuses the whole message
+    /// otherwise), and Sluice's own [`MAX_FALLBACK_CHARS`] for the fallback text.
+    pub(crate) fn assert_within_slack_limits(msg: &SlackMessage) {
+        let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+        assert!(
+            msg.blocks.len() <= MAX_BLOCKS,
+            "{} blocks",
+            msg.blocks.len()
+        );
+        assert!(
+            msg.text.chars().count() <= MAX_FALLBACK_CHARS,
+            "fallback of {} chars",
+            msg.text.chars().count()
+        );
+        for block in &msg.blocks {
+            let limit = match block["type"].as_str() {
+                Some("header") => MAX_HEADER_CHARS,
+                _ => MAX_SECTION_CHARS,
+            };
+            let text = chars(&block["text"]["text"]);
+            assert!(text <= limit, "{} block of {text} chars", block["type"]);
+            for element in block["elements"].as_array().into_iter().flatten() {
+                let (text, limit) = match element["type"].as_str() {
+                    Some("button") => (chars(&element["text"]["text"]), 75),
+                    _ => (chars(&element["text"]), MAX_SECTION_CHARS),
+                };
+                assert!(text <= limit, "{} element of {text} chars", element["type"]);
+                assert!(chars(&element["url"]) <= 3000, "URL too long");
+            }
+        }
+    }
 
     pub(crate) fn sample_alert() -> Alert {
         Alert {
@@ -408,7 +644,203 @@ mod tests {
             daily,
             first_seen_ms: Some(1_763_000_000_000),
             sentry_count: Some(4021),
+            ..Default::default()
         }
+    }
+
+    /// A fixture parsed, with `edit` applied to its JSON first.
+    fn fixture_alert(name: &str, edit: impl FnOnce(&mut Value)) -> Alert {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sentry/");
+        let mut json: Value =
+            serde_json::from_slice(&std::fs::read(format!("{path}{name}.json")).unwrap()).unwrap();
+        edit(&mut json);
+        let body = serde_json::to_vec(&json).unwrap();
+        let resource = name.split('.').next().unwrap();
+        match crate::sentry::parse(resource, &body, &Default::default()).unwrap() {
+            crate::sentry::Parsed::Alert(alert) => *alert,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// Every string in a message: text, block texts, button URLs.
+    fn all_text(msg: &SlackMessage) -> String {
+        serde_json::to_string(msg).unwrap()
+    }
+
+    /// Sentry sends `issue.*` notices that nobody triggered with `permalink: null` (and older
+    /// ones without `web_url`): the link is built from the payload's other URLs.
+    #[test]
+    fn an_issue_notice_without_a_permalink_links_the_issue() {
+        let alert = fixture_alert("issue.created", |v| {
+            v["action"] = json!("resolved");
+            let issue = v["data"]["issue"].as_object_mut().unwrap();
+            issue.remove("web_url");
+            issue.insert("permalink".into(), Value::Null);
+        });
+        let msg = render_alert(&alert, &target(None), &stats());
+        let url = "https://sentry.io/organizations/example-org/issues/1234567890/";
+        assert!(
+            msg.text.ends_with(&format!("<{url}|Open in Sentry>")),
+            "{}",
+            msg.text
+        );
+        assert_eq!(msg.blocks.last().unwrap()["elements"][0]["url"], url);
+        insta::assert_json_snapshot!("issue_resolved_without_permalink", msg);
+    }
+
+    /// A notice whose payload has no URL at all (the 2019 payload, comments) links the issue
+    /// page the store holds.
+    #[test]
+    fn a_notice_without_any_url_links_what_the_store_knows() {
+        let stored = "https://sentry.io/organizations/acme/issues/1170820242/";
+        let with_url = IssueStats {
+            issue_url: Some(stored.into()),
+            ..stats()
+        };
+        for name in ["issue.created.2019-docs", "comment.created"] {
+            let alert = fixture_alert(name, |v| v["action"] = json!("created"));
+            assert_eq!(alert.issue_url, None, "{name}");
+            let without = render_alert(&alert, &target(None), &stats());
+            assert!(!all_text(&without).contains("Open in Sentry"), "{name}");
+            let msg = render_alert(&alert, &target(None), &with_url);
+            assert!(
+                msg.text.contains(&format!("<{stored}|Open in Sentry>")),
+                "{name}: {}",
+                msg.text
+            );
+            assert_eq!(msg.blocks.last().unwrap()["elements"][0]["url"], stored);
+            let followup = render_followup(&alert, 3, 0, 0, &with_url);
+            assert!(followup.text.contains(stored), "{}", followup.text);
+        }
+    }
+
+    /// A comment's payload names its issue by id only; the message names it by title.
+    #[test]
+    fn a_comment_names_its_issue() {
+        let alert = fixture_alert("comment.created", |_| {});
+        let known = IssueStats {
+            title: Some("ReferenceError: heck is not defined".into()),
+            ..stats()
+        };
+        let msg = render_alert(&alert, &target(None), &known);
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header
+                .ends_with("Comment on issue 100 by colleen: ReferenceError: heck is not defined"),
+            "{header}"
+        );
+        assert!(msg.text.contains("ReferenceError: heck"), "{}", msg.text);
+        insta::assert_json_snapshot!("comment_on_a_known_issue", msg);
+        // A store whose title is this comment's own adds nothing.
+        let own = IssueStats {
+            title: Some("Comment on issue 100 by colleen".into()),
+            ..stats()
+        };
+        let msg = render_alert(&alert, &target(None), &own);
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header.ends_with("Comment on issue 100 by colleen"),
+            "{header}"
+        );
+    }
+
+    /// "first seen" is Sentry's `firstSeen` where Sentry sent one, not when Sluice first saw
+    /// the issue (for a notice, the moment the notice arrived).
+    #[test]
+    fn first_seen_is_sentrys() {
+        // firstSeen 2025-11-10T20:56; Sluice first saw it on 2025-11-13.
+        let alert = fixture_alert("issue.created", |v| v["action"] = json!("assigned"));
+        let msg = render_alert(&alert, &target(None), &stats());
+        let all = all_text(&msg);
+        assert!(all.contains("first seen 2025-11-10 20:56 UTC"), "{all}");
+        // Known to the store only (a comment on the issue).
+        let alert = fixture_alert("comment.created", |_| {});
+        let known = IssueStats {
+            sentry_first_seen_ms: Some(1_700_000_000_000),
+            ..stats()
+        };
+        let all = all_text(&render_alert(&alert, &target(None), &known));
+        assert!(all.contains("first seen 2023-11-14 22:13 UTC"), "{all}");
+    }
+
+    /// The issue's level is not news once it is resolved: no `FATAL` on a Resolved notice.
+    #[test]
+    fn a_resolved_notice_has_no_level() {
+        let alert = fixture_alert("issue.created", |v| v["action"] = json!("resolved"));
+        assert_eq!(alert.level, Level::Fatal);
+        let msg = render_alert(&alert, &target(None), &stats());
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header.starts_with(":white_check_mark: Resolved: Error generated"),
+            "{header}"
+        );
+        assert!(!all_text(&msg).contains("FATAL"), "{}", all_text(&msg));
+        assert!(msg.text.starts_with("Resolved: "), "{}", msg.text);
+        // Other notices keep it.
+        let alert = fixture_alert("issue.created", |v| v["action"] = json!("assigned"));
+        let msg = render_alert(&alert, &target(None), &stats());
+        assert!(msg.text.starts_with("[FATAL] Assigned: "), "{}", msg.text);
+    }
+
+    /// A metric alert is no issue with occurrences: no `7d: 0 · 30d: 0` on it.
+    #[test]
+    fn a_metric_alert_shows_no_counts() {
+        let alert = fixture_alert("metric_alert.resolved", |_| {});
+        let msg = render_alert(&alert, &target(None), &IssueStats::default());
+        let all = all_text(&msg);
+        for counts in ["7d:", "30d:", "▁"] {
+            assert!(!all.contains(counts), "{counts} in {all}");
+        }
+        assert!(msg.text.contains("Too many errors"), "{}", msg.text);
+    }
+
+    /// mrkdwn formatting characters from Sentry are shown, not applied.
+    #[test]
+    fn sentry_text_cannot_format_the_message() {
+        let mut alert = sample_alert();
+        alert.title = "*bold* _italic_ ~strike~ `code` KeyError: 'user_id'".into();
+        alert.projects = vec!["*evil*".into()];
+        alert.environment = Some("_prod_".into());
+        alert.culprit = Some("app.`handle_request`".into());
+        let msg = render_alert(&alert, &target(None), &stats());
+        assert!(
+            msg.text.contains(
+                "∗bold∗ ˍitalicˍ ∼strike∼ ˋcodeˋ KeyError: 'user_id' — *∗evil∗* · ˍprodˍ"
+            ),
+            "{}",
+            msg.text
+        );
+        let body = msg.blocks[1]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            body,
+            "*∗evil∗* · ˍprodˍ · release web@1.4.2\n`app.ˋhandle_requestˋ`"
+        );
+        // The plain-text header shows the title as it is.
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(header.ends_with("*bold* _italic_ ~strike~ `code` KeyError: 'user_id'"));
+    }
+
+    /// Bidirectional controls and zero-width characters never reach Slack: an error title
+    /// cannot display as something else (`invoice\u{202E}gnp.exe` as `invoiceexe.png`).
+    #[test]
+    fn sentry_text_cannot_hide_or_reorder_characters() {
+        let mut alert = sample_alert();
+        alert.title = "invoice\u{202E}gnp.exe\u{200B} \u{2066}x\u{2069}\u{FEFF}\u{200F}".into();
+        alert.projects = vec!["front\u{200D}end\u{061C}".into()];
+        alert.detail = Some("a\u{2060}b\u{200E}".into());
+        alert.culprit = Some("f\u{202D}n".into());
+        let msg = render_alert(&alert, &target(None), &stats());
+        let all = all_text(&msg);
+        assert!(!all.chars().any(is_invisible), "{all:?}");
+        assert!(
+            msg.text.contains("invoicegnp.exe x — *frontend*"),
+            "{}",
+            msg.text
+        );
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(header.ends_with("invoicegnp.exe x"), "{header:?}");
+        let rollup = render_followup(&alert, 2, 0, 0, &stats());
+        assert!(!all_text(&rollup).chars().any(is_invisible));
     }
 
     #[test]
@@ -465,23 +897,16 @@ mod tests {
         alert.detail = Some("<".repeat(10_000));
         alert.culprit = Some("y".repeat(10_000));
         let msg = render_alert(&alert, &target(None), &stats());
-        assert!(msg.blocks.len() <= MAX_BLOCKS);
+        assert_within_slack_limits(&msg);
         let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
-        assert!(header.chars().count() <= MAX_HEADER_CHARS);
         assert!(header.ends_with('…'));
-        for block in &msg.blocks {
-            if let Some(text) = block["text"]["text"].as_str() {
-                assert!(text.chars().count() <= MAX_SECTION_CHARS);
-            }
-        }
-        assert!(msg.text.chars().count() <= MAX_FALLBACK_CHARS);
         assert!(msg.text.contains("7d: 412 · 30d: 1,112"));
     }
 
     /// The message every real fixture produces, pinned.
     #[test]
     fn every_fixture_renders_as_pinned() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/sentry/");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sentry/");
         for name in [
             "event_alert.triggered",
             "error.created",
@@ -498,8 +923,10 @@ mod tests {
                 panic!("{name} is routed");
             };
             let msg = render_alert(&alert, &target(None), &stats());
-            assert!(
+            // A metric alert is not an issue with occurrences: it shows no counts.
+            assert_eq!(
                 msg.text.contains("7d: 412 · 30d: 1,112"),
+                alert.resource != "metric_alert",
                 "{name}: {}",
                 msg.text
             );
@@ -507,11 +934,150 @@ mod tests {
         }
     }
 
+    /// 14:02 UTC on the day the follow-up is sent, and an hour after it.
+    const SINCE_MS: i64 = 1_763_820_120_000;
+    const NOW_MS: i64 = SINCE_MS + 3_600_000;
+
+    /// The follow-up after a cooldown, as Slack receives it: the count since the first
+    /// folded occurrence (its time alone on the same UTC day, with the date on another), the
+    /// counts, and the link, without the route's mention.
+    #[test]
+    fn the_followup_is_pinned() {
+        let alert = sample_alert();
+        let msg = render_followup(&alert, 1_337, SINCE_MS, NOW_MS, &stats());
+        assert!(
+            msg.text
+                .starts_with("+1,337 since 14:02 · 7d: 412 · 30d: 1,112"),
+            "{}",
+            msg.text
+        );
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("followup_message", msg);
+        let msg = render_followup(&alert, 2, SINCE_MS - 86_400_000, NOW_MS, &stats());
+        assert!(
+            msg.text.starts_with("+2 since 2025-11-21 14:02 · "),
+            "{}",
+            msg.text
+        );
+    }
+
+    /// An issue of a roll-up.
+    fn rolled(n: usize, url: Option<String>) -> crate::storm::RolledIssue {
+        crate::storm::RolledIssue {
+            issue_key: format!("{}", 1_117_540_176 + n),
+            title: format!("TypeError: item {n} is <undefined> & *broken*"),
+            project: if n.is_multiple_of(2) {
+                "front-end"
+            } else {
+                "checkout"
+            }
+            .into(),
+            environment: (!n.is_multiple_of(3)).then(|| "production".into()),
+            level: if n == 0 { Level::Fatal } else { Level::Error },
+            occurrences: 120 - 10 * n as u64,
+            messages: 4,
+            issue_url: url,
+        }
+    }
+
+    /// A roll-up, as Slack receives it: the headline, the mentions the folded messages would
+    /// have carried, the ten busiest issues (linked) and `+N more`.
+    #[test]
+    fn the_rollup_is_pinned() {
+        let issues: Vec<_> = (0..12)
+            .map(|n| {
+                let url = format!(
+                    "https://sentry.io/organizations/acme/issues/{}/",
+                    1_117_540_176 + n
+                );
+                rolled(n, (n != 1).then_some(url))
+            })
+            .collect();
+        let rollup = crate::storm::RollUp {
+            issues,
+            messages: 31,
+            occurrences: 780,
+            since_ms: NOW_MS - 4 * 60_000,
+            mentions: vec!["<!subteam^S0123>".into()],
+        };
+        let msg = render_rollup(&rollup, NOW_MS);
+        assert!(
+            msg.text
+                .starts_with("<!subteam^S0123> 12 issues, 780 events in the last 4 minutes"),
+            "{}",
+            msg.text
+        );
+        assert!(msg.text.ends_with("\n+2 more"), "{}", msg.text);
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("rollup_message", msg);
+    }
+
+    /// Issues whose links are long fill a roll-up's section: it lists whole lines, never a
+    /// link cut in half (which Slack shows as raw `<https://…`); the issues that no longer fit
+    /// with their link are listed without it, and those that do not fit at all are counted.
+    #[test]
+    fn a_rollup_never_cuts_a_link() {
+        let long = format!(
+            "https://sentry.io/organizations/acme/issues/{}/",
+            "9".repeat(1_900)
+        );
+        let issues: Vec<_> = (0..10).map(|n| rolled(n, Some(long.clone()))).collect();
+        let rollup = crate::storm::RollUp {
+            issues,
+            messages: 10,
+            occurrences: 75,
+            since_ms: NOW_MS - 60_000,
+            mentions: Vec::new(),
+        };
+        let msg = render_rollup(&rollup, NOW_MS);
+        assert_within_slack_limits(&msg);
+        let list = msg.blocks[1]["text"]["text"].as_str().unwrap();
+        for text in [list, msg.text.as_str()] {
+            assert_eq!(text.matches('<').count(), 1, "one whole link: {text}");
+            assert!(text.contains(&format!("<{long}|TypeError: item 0 is")));
+            let listed = (0..10)
+                .filter(|n| text.contains(&format!("item {n} is &lt;undefined&gt;")))
+                .count();
+            assert!(listed > 1, "{text}");
+            assert!(
+                text.ends_with(&format!("\n+{} more", 10 - listed)),
+                "{text}"
+            );
+        }
+    }
+
+    /// A fallback text too long for Slack is cut before its counts and its link, which always
+    /// arrive whole: a project name of 2,000 `&` (10,000 chars once escaped) cut both before.
+    #[test]
+    fn a_long_fallback_keeps_its_counts_and_link() {
+        let mut alert = sample_alert();
+        alert.projects = vec!["&".repeat(2_000)];
+        let url = "https://sentry.io/organizations/test-org/issues/1117540176/";
+        let msg = render_alert(&alert, &target(None), &stats());
+        assert_within_slack_limits(&msg);
+        assert!(
+            msg.text.ends_with(&format!(
+                "… — 7d: 412 · 30d: 1,112 {} — <{url}|Open in Sentry>",
+                stats().sparkline()
+            )),
+            "{}",
+            msg.text
+        );
+        let msg = render_followup(&alert, 3, SINCE_MS, NOW_MS, &stats());
+        assert_within_slack_limits(&msg);
+        assert!(
+            msg.text.ends_with(&format!("… — <{url}|Open in Sentry>")),
+            "{}",
+            msg.text
+        );
+    }
+
     proptest! {
         #[test]
         fn escaping_never_leaves_a_raw_angle_bracket(s in ".{0,300}", max in 1usize..400) {
-            let out = escape_truncated(&s, max);
+            let out = sentry_text_truncated(&s, max);
             prop_assert!(!out.contains('<') && !out.contains('>'));
+            prop_assert!(!out.contains(['*', '~', '`']) && !out.chars().any(is_invisible));
             prop_assert!(out.chars().count() <= max.max(1));
             // No escape sequence is ever split by the cut.
             let cut = out.trim_end_matches('…');

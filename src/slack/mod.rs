@@ -8,4 +8,4 @@ pub mod message;
 pub mod transport;
 
 pub use message::{SlackMessage, render_alert, render_followup, render_rollup};
-pub use transport::{Destination, Retry, SendOutcome, SlackClient};
+pub use transport::{Destination, Refusal, Retry, SendOutcome, SlackClient};

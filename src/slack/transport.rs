@@ -37,6 +37,28 @@ pub enum Destination {
     },
 }
 
+impl Destination {
+    /// The same destination addressed to Slack's channel id `id` (`C0123456789`), as an
+    /// earlier `chat.postMessage` answered it, when there is one: `chat.update` accepts only an
+    /// id, while `slack_channel` may name the channel (`alerts`). Other destinations, and
+    /// `None`, are returned unchanged.
+    pub fn in_channel(&self, id: Option<&str>) -> Destination {
+        match (self, id) {
+            (
+                Destination::WebApi {
+                    token, api_base, ..
+                },
+                Some(id),
+            ) => Destination::WebApi {
+                channel: id.to_string(),
+                token: token.clone(),
+                api_base: api_base.clone(),
+            },
+            _ => self.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -54,17 +76,65 @@ pub enum Retry {
     After(Duration),
     /// A transient failure (5xx, timeout, connection error): back off exponentially.
     Backoff(String),
-    /// A permanent failure: dead-letter with Slack's error string.
-    Never(String),
+    /// A permanent failure: dead-letter with its reason.
+    Never(Refusal),
+}
+
+/// Why a message is dead-lettered: a stable code, and what was said, for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A short token: Slack's own error (`channel_not_found`, `invalid_token`), `http_<status>`
+    /// when Slack answered none, or Sluice's (`max_retry_age`, `channel_not_configured`).
+    /// Stored with the dead letter and used as the `error` label of
+    /// `sluice_dead_letters_total`, so the label set stays small whatever a server answers.
+    pub code: String,
+    /// What was said: the token, or `HTTP 404: <body>`, or Sluice's sentence.
+    pub detail: String,
+}
+
+impl Refusal {
+    /// Sluice's own reason `code`, explained by `detail`.
+    pub fn new(code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Slack's error string from an answer: its token when it is one (then code and detail),
+    /// else `http_<status>` with the text.
+    fn answered(status: StatusCode, text: &str) -> Self {
+        let token = text.trim();
+        if is_token(token) {
+            Self::new(token, token)
+        } else {
+            Self::new(
+                &format!("http_{}", status.as_u16()),
+                format!("HTTP {}: {}", status.as_u16(), slack_error(text)),
+            )
+        }
+    }
+}
+
+/// Whether `s` looks like one of Slack's error tokens (`channel_not_found`).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// The result of one send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// Slack accepted the message; the Web API also returns the message `ts`.
+    /// Slack accepted the message; the Web API also returns the message `ts` and the id of
+    /// the channel it went to.
     Posted {
         /// Slack's message timestamp (Web API only), the handle for threads and updates.
         ts: Option<String>,
+        /// The id of the channel Slack posted to (`C0123456789`; Web API only), whatever name
+        /// the message was addressed to: `chat.update` accepts only an id.
+        channel: Option<String>,
     },
     /// Slack did not accept it.
     Failed(Retry),
@@ -72,6 +142,8 @@ pub enum SendOutcome {
 
 /// Wait used when a 429 carries no usable `Retry-After`.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub use crate::config::DEFAULT_MAX_RETRY_AFTER;
 
 /// Web API error strings that are worth retrying (Slack's own transient failures).
 const TRANSIENT_API_ERRORS: &[&str] = &[
@@ -85,10 +157,20 @@ const TRANSIENT_API_ERRORS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct SlackClient {
     http: reqwest::Client,
+    /// A longer `Retry-After` is cut to this (and logged).
+    max_retry_after: Duration,
 }
 
 impl SlackClient {
-    /// A client whose every request gives up after `timeout`.
+    /// A client with the `[slack]` settings `timeout` and `max_retry_after`.
+    pub fn from_config(slack: &crate::config::SlackConfig) -> Self {
+        let mut client = Self::new(slack.timeout);
+        client.max_retry_after = slack.max_retry_after;
+        client
+    }
+
+    /// A client whose every request gives up after `timeout`, honouring a `Retry-After` of up
+    /// to [`DEFAULT_MAX_RETRY_AFTER`].
     pub fn new(timeout: Duration) -> Self {
         install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -97,7 +179,10 @@ impl SlackClient {
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client configuration is static and valid");
-        Self { http }
+        Self {
+            http,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+        }
     }
 
     /// Sends `message` to `dest` once and classifies the answer. `thread_ts` makes it a
@@ -113,11 +198,15 @@ impl SlackClient {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "[#{name}] {}", message.text);
                 let _ = out.flush();
-                SendOutcome::Posted { ts: None }
+                SendOutcome::Posted {
+                    ts: None,
+                    channel: None,
+                }
             }
             Destination::Webhook { url } => {
                 let body = json!({"text": message.text, "blocks": message.blocks});
-                send(self.http.post(url).json(&body), classify_webhook).await
+                let request = self.http.post(url).json(&body);
+                send(request, self.max_retry_after, classify_webhook).await
             }
             Destination::WebApi {
                 channel,
@@ -161,7 +250,10 @@ impl SlackClient {
                 });
                 self.web_api(api_base, "chat.update", token, &body).await
             }
-            _ => SendOutcome::Posted { ts: None },
+            _ => SendOutcome::Posted {
+                ts: None,
+                channel: None,
+            },
         }
     }
 
@@ -174,20 +266,22 @@ impl SlackClient {
     ) -> SendOutcome {
         let url = format!("{}/{method}", api_base.trim_end_matches('/'));
         let request = self.http.post(url).bearer_auth(token).json(body);
-        send(request, classify_web_api).await
+        send(request, self.max_retry_after, classify_web_api).await
     }
 }
 
-/// Sends `request` and reads Slack's answer with `classify` (status, Retry-After, body); a
-/// request that got no answer (connection error, timeout) is retried with backoff.
+/// Sends `request` and reads Slack's answer with `classify` (status, Retry-After cut to
+/// `max_retry_after`, body); a request that got no answer (connection error, timeout) is
+/// retried with backoff.
 async fn send(
     request: reqwest::RequestBuilder,
+    max_retry_after: Duration,
     classify: fn(StatusCode, Option<Duration>, &str) -> SendOutcome,
 ) -> SendOutcome {
     match request.send().await {
         Ok(resp) => {
             let status = resp.status();
-            let retry_after = retry_after(resp.headers());
+            let retry_after = retry_after(resp.headers(), max_retry_after);
             let text = resp.text().await.unwrap_or_default();
             classify(status, retry_after, &text)
         }
@@ -216,10 +310,24 @@ fn describe(err: reqwest::Error) -> String {
     format!("{kind}: {inner}")
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// Slack's `Retry-After` (seconds), cut to `max` with a warning: a wait of days (a broken proxy,
+/// a typo on Slack's side) would stall the channel far past `slack.max_retry_age`.
+fn retry_after(headers: &reqwest::header::HeaderMap, max: Duration) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    let asked = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+    if asked > max {
+        tracing::warn!(
+            retry_after_secs = secs,
+            max_retry_after_secs = max.as_secs_f64(),
+            "slack: Retry-After is longer than slack.max_retry_after; waiting that long instead"
+        );
+        return Some(max);
+    }
+    Some(asked)
 }
 
 /// Slack's error string from a body, cut to a sane length for storage and logs.
@@ -240,7 +348,10 @@ pub fn classify_webhook(
     body: &str,
 ) -> SendOutcome {
     if status == StatusCode::OK {
-        SendOutcome::Posted { ts: None }
+        SendOutcome::Posted {
+            ts: None,
+            channel: None,
+        }
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         SendOutcome::Failed(Retry::After(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)))
     } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
@@ -250,11 +361,11 @@ pub fn classify_webhook(
             slack_error(body)
         )))
     } else {
-        SendOutcome::Failed(Retry::Never(slack_error(body)))
+        SendOutcome::Failed(Retry::Never(Refusal::answered(status, body)))
     }
 }
 
-/// Classifies a Web API (`chat.postMessage`) answer.
+/// Classifies a Web API (`chat.postMessage`, `chat.update`) answer.
 pub fn classify_web_api(
     status: StatusCode,
     retry_after: Option<Duration>,
@@ -275,16 +386,16 @@ pub fn classify_web_api(
         return if status.is_success() {
             SendOutcome::Failed(Retry::Backoff("response is not JSON".into()))
         } else {
-            SendOutcome::Failed(Retry::Never(format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                slack_error(body)
+            SendOutcome::Failed(Retry::Never(Refusal::new(
+                &format!("http_{}", status.as_u16()),
+                format!("HTTP {}: {}", status.as_u16(), slack_error(body)),
             )))
         };
     };
     if parsed["ok"].as_bool() == Some(true) {
         return SendOutcome::Posted {
             ts: parsed["ts"].as_str().map(str::to_string),
+            channel: parsed["channel"].as_str().map(str::to_string),
         };
     }
     let error = parsed["error"]
@@ -296,7 +407,7 @@ pub fn classify_web_api(
     } else if TRANSIENT_API_ERRORS.contains(&error.as_str()) {
         SendOutcome::Failed(Retry::Backoff(error))
     } else {
-        SendOutcome::Failed(Retry::Never(slack_error(&error)))
+        SendOutcome::Failed(Retry::Never(Refusal::answered(status, &error)))
     }
 }
 
@@ -308,7 +419,10 @@ mod tests {
     fn webhook_answers() {
         assert_eq!(
             classify_webhook(StatusCode::OK, None, "ok"),
-            SendOutcome::Posted { ts: None }
+            SendOutcome::Posted {
+                ts: None,
+                channel: None
+            }
         );
         assert_eq!(
             classify_webhook(
@@ -324,11 +438,14 @@ mod tests {
         ));
         assert_eq!(
             classify_webhook(StatusCode::NOT_FOUND, None, "channel_not_found"),
-            SendOutcome::Failed(Retry::Never("channel_not_found".into()))
+            SendOutcome::Failed(Retry::Never(Refusal::new(
+                "channel_not_found",
+                "channel_not_found"
+            )))
         );
         assert_eq!(
             classify_webhook(StatusCode::FORBIDDEN, None, "invalid_token\n"),
-            SendOutcome::Failed(Retry::Never("invalid_token".into()))
+            SendOutcome::Failed(Retry::Never(Refusal::new("invalid_token", "invalid_token")))
         );
     }
 
@@ -337,7 +454,8 @@ mod tests {
         assert_eq!(
             classify_web_api(StatusCode::OK, None, r#"{"ok":true,"ts":"1.2"}"#),
             SendOutcome::Posted {
-                ts: Some("1.2".into())
+                ts: Some("1.2".into()),
+                channel: None
             }
         );
         assert_eq!(
@@ -346,7 +464,10 @@ mod tests {
                 None,
                 r#"{"ok":false,"error":"channel_not_found"}"#
             ),
-            SendOutcome::Failed(Retry::Never("channel_not_found".into()))
+            SendOutcome::Failed(Retry::Never(Refusal::new(
+                "channel_not_found",
+                "channel_not_found"
+            )))
         );
         assert_eq!(
             classify_web_api(
@@ -372,10 +493,77 @@ mod tests {
 
     #[test]
     fn retry_after_parses_seconds_and_ignores_garbage() {
+        let max = DEFAULT_MAX_RETRY_AFTER;
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("retry-after", "30".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(&h, max), Some(Duration::from_secs(30)));
         h.insert("retry-after", "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(retry_after(&h, max), None);
+        h.insert("retry-after", "1e400".parse().unwrap());
+        assert_eq!(retry_after(&h, max), None);
+    }
+
+    /// `slack.max_retry_after` caps Slack's wait; a longer setting honours a longer wait.
+    #[test]
+    fn retry_after_is_capped_by_the_setting() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "7200".parse().unwrap());
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(retry_after(&h, hour), Some(hour));
+        assert_eq!(retry_after(&h, 3 * hour), Some(Duration::from_secs(7_200)));
+        h.insert("retry-after", "99999999999999999999".parse().unwrap());
+        assert_eq!(retry_after(&h, 3 * hour), Some(3 * hour));
+    }
+
+    /// A Web API answer names the channel id Slack posted to, whatever name was asked for.
+    #[test]
+    fn web_api_answer_carries_the_channel_id() {
+        assert_eq!(
+            classify_web_api(
+                StatusCode::OK,
+                None,
+                r#"{"ok":true,"channel":"C0123456789","ts":"1700000000.000100"}"#
+            ),
+            SendOutcome::Posted {
+                ts: Some("1700000000.000100".into()),
+                channel: Some("C0123456789".into())
+            }
+        );
+        let named = Destination::WebApi {
+            channel: "alerts".into(),
+            token: "xoxb-1".into(),
+            api_base: "http://127.0.0.1:1/api".into(),
+        };
+        let Destination::WebApi { channel, .. } = named.in_channel(Some("C0123456789")) else {
+            panic!("still a Web API destination");
+        };
+        assert_eq!(channel, "C0123456789");
+        let Destination::WebApi { channel, .. } = named.in_channel(None) else {
+            panic!("still a Web API destination");
+        };
+        assert_eq!(channel, "alerts");
+    }
+
+    /// A permanent failure without Slack's error token says what came back.
+    #[test]
+    fn a_permanent_failure_names_the_http_status() {
+        assert_eq!(
+            classify_webhook(StatusCode::NOT_FOUND, None, ""),
+            SendOutcome::Failed(Retry::Never(Refusal::new(
+                "http_404",
+                "HTTP 404: empty response"
+            )))
+        );
+        assert_eq!(
+            classify_webhook(StatusCode::GONE, None, "<html>Gone</html>"),
+            SendOutcome::Failed(Retry::Never(Refusal::new(
+                "http_410",
+                "HTTP 410: <html>Gone</html>"
+            )))
+        );
+        assert_eq!(
+            classify_webhook(StatusCode::NOT_FOUND, None, "no_service\n"),
+            SendOutcome::Failed(Retry::Never(Refusal::new("no_service", "no_service")))
+        );
     }
 }
