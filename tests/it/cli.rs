@@ -65,7 +65,7 @@ fn a_missing_environment_variable_is_named() {
 
 #[test]
 fn sign_matches_the_reference_vector() {
-    // The derived vector of shared/fixtures/sentry/SOURCES.md.
+    // The derived vector of tests/fixtures/sentry/README.md.
     let scratch = Scratch::new();
     let body = scratch.dir.path().join("comment.json");
     std::fs::write(&body, fixture("comment.created.json")).unwrap();

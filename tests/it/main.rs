@@ -1,11 +1,13 @@
 //! End-to-end tests: the real server on port 0 against a fake Slack, fed the real Sentry
-//! payloads from ../shared/fixtures/sentry/.
+//! payloads from tests/fixtures/sentry/.
 
 mod cli;
 mod counting;
 mod delivery;
 mod deploy;
 mod digest;
+mod durability;
+mod http_limits;
 mod ingest;
 mod ops;
 mod replicas;

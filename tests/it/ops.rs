@@ -1,9 +1,13 @@
 //! Operating Sluice: hot reload, graceful shutdown, and Sluice reporting its own blind spots
 //! (Sentry silence, dead letters) in `ops_channel`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use sluice::clock::Clock;
+use tokio::time::Instant;
 
 use crate::util::*;
 
@@ -16,20 +20,11 @@ async fn metric(url: &str, series: &str) -> Option<String> {
 }
 
 async fn wait_metric(url: &str, series: &str, at_least: u64) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let value = metric(url, series)
-            .await
-            .and_then(|v| v.parse::<u64>().ok());
-        if value.is_some_and(|v| v >= at_least) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{series} never reached {at_least} (last {value:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, &format!("{series} reaches {at_least}"), || async {
+        let value = metric(url, series).await?.parse::<u64>().ok()?;
+        (value >= at_least).then_some(())
+    })
+    .await
 }
 
 const MOVED: &str = r#"
@@ -109,6 +104,8 @@ async fn sigterm_mid_storm_loses_nothing_acknowledged() {
     let text = config_text(&slack, &scratch.db(), "");
     let process = Process::start(&text, &scratch).await;
     let url = process.url("/sentry/webhook");
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
     let sender = tokio::spawn(async move {
         let mut acknowledged = 0;
         for i in 0..400 {
@@ -123,51 +120,76 @@ async fn sigterm_mid_storm_loses_nothing_acknowledged() {
                 Some((StatusCode::ACCEPTED, _)) => acknowledged += 1,
                 _ => break,
             }
+            counter.store(acknowledged, Ordering::SeqCst);
         }
         acknowledged
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM once the storm is under way: acknowledged deliveries, and Slack busy with them.
+    eventually(WAIT, "the storm under way", || async {
+        let under_way = sent.load(Ordering::SeqCst) >= 50 && !slack.received().is_empty();
+        under_way.then_some(())
+    })
+    .await;
     process.signal("TERM");
     let code = process.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, Some(0), "a graceful shutdown exits 0");
-    let acknowledged = sender.await.unwrap_or(0) as u64;
+    let acknowledged = sender.await.unwrap_or(0);
     assert!(acknowledged > 0);
 
     // Everything acknowledged before the shutdown is there after the restart, and delivered.
     slack.rate_limit_every(0, 0);
     let restarted = Process::start(&text, &scratch).await;
     let store = scratch.store().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = store.channel_totals("frontend-prod").await.unwrap();
-        assert_eq!(t.occurrences_routed, acknowledged, "{t:?}");
-        if t.occurrences_pending == 0 {
-            assert_eq!(t.occurrences_posted, acknowledged);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never drained: {t:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let t = wait_drained(&*store, "frontend-prod", Duration::from_secs(30)).await;
+    assert_eq!(t.occurrences_routed, acknowledged as u64, "{t:?}");
+    assert_eq!(t.occurrences_posted, acknowledged as u64, "{t:?}");
     restarted.kill9();
 }
 
-#[tokio::test]
-async fn sentry_silence_is_reported_and_so_is_the_recovery() {
-    let slack = FakeSlack::start().await;
-    let scratch = Scratch::new();
+/// Where the test clocks start: 2025-11-22 00:00 UTC.
+const T0: i64 = 1_763_769_600_000;
+/// `sentry.quiet_alert_after` of the silence test; the watchdog looks this often too (the
+/// lesser of it and 30 s).
+const QUIET: Duration = Duration::from_secs(20);
+const MS: Duration = Duration::from_millis(1);
+
+/// The standard test config with an `ops` channel as `ops_channel`, loaded; `sentry_extra`
+/// is added to `[sentry]`.
+fn ops_config(slack: &FakeSlack, scratch: &Scratch, sentry_extra: &str) -> sluice::config::Config {
     let extra = "[channels.ops]\nwebhook_url = \"{slack}/hooks/ops\"\n";
-    let text = config_text(&slack, &scratch.db(), extra)
+    let text = config_text(slack, &scratch.db(), extra)
         .replace(
             "max_clock_skew = \"5m\"",
-            "max_clock_skew = \"5m\"\nquiet_alert_after = \"1s\"",
+            &format!("max_clock_skew = \"5m\"\n{sentry_extra}"),
         )
         .replace(
             "default_channel = \"errors\"",
             "default_channel = \"errors\"\nops_channel = \"ops\"",
         );
-    let process = Process::start(&text, &scratch).await;
+    sluice::config::Config::load(&scratch.write_config(&text)).unwrap()
+}
+
+/// On the test's clock: no delivery for `quiet_alert_after` (20 s) is reported at the
+/// watchdog's look when it has lasted that long, not a millisecond before; not repeated
+/// while the silence lasts; and the first look after a delivery says deliveries resumed.
+#[tokio::test(start_paused = true)]
+async fn sentry_silence_is_reported_and_so_is_the_recovery() {
+    let _held = HeldTime::hold();
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let config = ops_config(&slack, &scratch, "quiet_alert_after = \"20s\"");
+    let server = TestServer::start_on_clock(config, Clock::starting_at(T0)).await;
+    let start = Instant::now();
+    server.advance_and_settle(QUIET - MS).await;
+    assert_eq!(slack.received().len(), 0, "silence reported early");
+    tokio::time::advance(MS).await;
     let silence = slack.wait_accepted(1, WAIT).await;
     assert_eq!(silence[0].path, "hooks/ops");
+    assert_eq!(
+        silence[0].at - start,
+        QUIET,
+        "reported when the silence reached 20 s"
+    );
     assert!(
         silence[0]
             .text()
@@ -175,86 +197,126 @@ async fn sentry_silence_is_reported_and_so_is_the_recovery() {
         "{}",
         silence[0].text()
     );
-    // Not repeated while the silence lasts.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(slack.received().len(), 1);
+    // Not repeated while the silence lasts: three more looks.
+    for _ in 0..3 {
+        server.advance_and_settle(QUIET).await;
+    }
+    assert_eq!(slack.received().len(), 1, "{:#?}", slack.received());
 
-    let body = event_alert("91", &format!("{:032x}", 0x91), "front-end", "production");
+    // A delivery between two looks (at 90 s; they come at 80 s and 100 s): the next look says
+    // deliveries resumed.
+    server.advance_and_settle(QUIET / 2).await;
+    server
+        .accept_event("91", &format!("{:032x}", 0x91), "front-end", "production")
+        .await;
+    slack.wait_accepted(2, WAIT).await;
+    server.advance_and_settle(QUIET / 2 - MS).await;
+    let resumed = || {
+        slack
+            .received()
+            .into_iter()
+            .filter(|r| r.text().contains("resumed"))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        process.deliver("event_alert", &body).await.0,
-        StatusCode::ACCEPTED
+        resumed().len(),
+        0,
+        "recovery reported before the watchdog looked"
     );
-    let deadline = std::time::Instant::now() + WAIT;
-    while !slack
-        .received()
-        .iter()
-        .any(|r| r.text().contains("resumed"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no recovery notice: {:#?}",
-            slack.received()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    process.kill9();
-}
-
-#[tokio::test]
-async fn the_first_dead_letter_of_a_channel_in_an_hour_is_reported() {
-    let slack = FakeSlack::start().await;
-    let scratch = Scratch::new();
-    let extra = "[channels.ops]\nwebhook_url = \"{slack}/hooks/ops\"\n";
-    let text = config_text(&slack, &scratch.db(), extra).replace(
-        "default_channel = \"errors\"",
-        "default_channel = \"errors\"\nops_channel = \"ops\"",
-    );
-    let path = scratch.write_config(&text);
-    let server = TestServer::start(sluice::config::Config::load(&path).unwrap()).await;
-    slack.script([
-        Reply::SlackError("channel_not_found"),
-        Reply::SlackError("channel_not_found"),
-    ]);
-    for i in 0..2 {
-        server
-            .accept_event(
-                &format!("{}", 95 + i),
-                &format!("{:032x}", 0x95 + i),
-                "front-end",
-                "production",
-            )
-            .await;
-    }
-    let deadline = std::time::Instant::now() + WAIT;
-    while !slack.received().iter().any(|r| r.path == "hooks/ops") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no ops notice: {:#?}",
-            slack.received()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let ops: Vec<_> = slack
-        .received()
-        .into_iter()
-        .filter(|r| r.path == "hooks/ops")
-        .collect();
-    assert_eq!(ops.len(), 1, "one notice per channel per hour: {ops:#?}");
-    assert!(
-        ops[0].text().contains("#frontend-prod") && ops[0].text().contains("channel_not_found")
+    tokio::time::advance(MS).await;
+    slack.wait_accepted(3, WAIT).await;
+    let notice = resumed();
+    assert_eq!(notice.len(), 1, "{:#?}", slack.received());
+    assert_eq!(notice[0].path, "hooks/ops");
+    assert_eq!(
+        notice[0].at - start,
+        5 * QUIET,
+        "at the first look after the delivery"
     );
     server.stop().await;
 }
 
-#[tokio::test]
+/// On the test's clock: a channel's dead letters are reported once per hour: two at start
+/// make one notice, one 59 minutes later none, one at 60 minutes the second notice.
+#[tokio::test(start_paused = true)]
+async fn the_first_dead_letter_of_a_channel_in_an_hour_is_reported() {
+    let _held = HeldTime::hold();
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let server =
+        TestServer::start_on_clock(ops_config(&slack, &scratch, ""), Clock::starting_at(T0)).await;
+    let start = Instant::now();
+    slack.refuse("hooks/frontend-prod", "channel_not_found");
+    let store = scratch.store().await;
+    let dead_letter = |n: usize| {
+        let (server, store) = (&server, &store);
+        async move {
+            server
+                .accept_event(
+                    &format!("{}", 95 + n),
+                    &format!("{:032x}", 0x95 + n),
+                    "front-end",
+                    "production",
+                )
+                .await;
+            wait_dead_letters(&**store, n + 1).await;
+        }
+    };
+    let ops = || {
+        slack
+            .received()
+            .into_iter()
+            .filter(|r| r.path == "hooks/ops")
+            .collect::<Vec<_>>()
+    };
+    dead_letter(0).await;
+    dead_letter(1).await;
+    slack.wait_until_path("hooks/ops", 1, WAIT).await;
+    let first = ops();
+    assert_eq!(first[0].at, start);
+    assert!(
+        first[0].text().contains("#frontend-prod") && first[0].text().contains("channel_not_found"),
+        "{}",
+        first[0].text()
+    );
+    server
+        .advance_and_settle(Duration::from_secs(59 * 60))
+        .await;
+    dead_letter(2).await;
+    server.advance_and_settle(Duration::from_secs(60)).await;
+    assert_eq!(
+        ops().len(),
+        1,
+        "one notice per channel per hour: {:#?}",
+        ops()
+    );
+    dead_letter(3).await;
+    slack.wait_until_path("hooks/ops", 2, WAIT).await;
+    assert_eq!(ops()[1].at - start, Duration::from_secs(3600));
+    server.advance_and_settle(Duration::from_secs(60)).await;
+    assert_eq!(ops().len(), 2, "{:#?}", ops());
+    assert_eq!(
+        slack
+            .received()
+            .iter()
+            .filter(|r| r.path == "hooks/frontend-prod")
+            .count(),
+        4
+    );
+    server.stop().await;
+}
+
+/// Every series on `/metrics`, after a 429 whose retry the test's clock lets through.
+#[tokio::test(start_paused = true)]
 async fn metrics_carry_every_series() {
+    let _held = HeldTime::hold();
     let slack = FakeSlack::start().await;
     slack.script([Reply::RateLimited {
         retry_after_secs: 1,
     }]);
     let scratch = Scratch::new();
-    let server = TestServer::start(scratch.config(&slack, "")).await;
+    let server =
+        TestServer::start_on_clock(scratch.config(&slack, ""), Clock::starting_at(T0)).await;
     let body = event_alert("31", &format!("{:032x}", 0x31), "front-end", "production");
     assert_eq!(
         server.deliver("event_alert", &body).await.0,
@@ -272,6 +334,9 @@ async fn metrics_carry_every_series() {
     )
     .await;
     assert_eq!(unsigned.0, StatusCode::UNAUTHORIZED);
+    slack.wait_received(1, WAIT).await;
+    // Past the Retry-After (1 s, plus at most 0.1 s of jitter).
+    server.advance_and_settle(Duration::from_secs(2)).await;
     slack.wait_accepted(1, WAIT).await;
     wait_drained(&*scratch.store().await, "frontend-prod", WAIT).await;
 

@@ -27,23 +27,19 @@ async fn replicas(text: &str, n: usize) -> (Vec<Process>, Vec<Scratch>) {
 
 /// Waits until exactly one of `processes` says it leads; returns its index.
 async fn leader_of(processes: &[&Process], within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(within, "a single leader", || async {
         let mut leaders = Vec::new();
         for (i, p) in processes.iter().enumerate() {
             if p.role().await.as_deref() == Some("leader") {
                 leaders.push(i);
             }
         }
-        if let [one] = leaders[..] {
-            return one;
+        match leaders[..] {
+            [one] => Some(one),
+            _ => None,
         }
-        assert!(
-            Instant::now() < deadline,
-            "no single leader after {within:?}: {leaders:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Ends the session holding the leader lock from the database side, as a network cut or a
@@ -69,16 +65,16 @@ async fn cut_the_leaders_lock_connection(db: &ScratchPostgres) {
 /// load balancer routes around a dead backend. A 202 (stored) or 200 (already stored, when
 /// the first try was committed but its answer lost with the process) is an acknowledgement.
 async fn deliver_anywhere(urls: &[String], first: usize, body: &[u8]) -> StatusCode {
-    for k in 0..urls.len() * 20 {
-        let url = &urls[(first + k) % urls.len()];
-        if let Some((status, _)) = try_post_signed(url, "event_alert", body, SECRET).await
-            && (status == StatusCode::ACCEPTED || status == StatusCode::OK)
-        {
-            return status;
+    let mut next = first;
+    eventually(Duration::from_secs(10), "a replica acknowledges", || {
+        let url = urls[next % urls.len()].clone();
+        next += 1;
+        async move {
+            let (status, _) = try_post_signed(&url, "event_alert", body, SECRET).await?;
+            (status == StatusCode::ACCEPTED || status == StatusCode::OK).then_some(status)
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no replica acknowledged the delivery");
+    })
+    .await
 }
 
 #[tokio::test]
@@ -91,7 +87,7 @@ async fn killing_the_leader_mid_storm_loses_and_doubles_nothing() {
     let text = config_text_postgres(&slack, db.url(), &format!("{STORM_CHANNEL}{DAILY_DIGEST}"));
     // Today's 00:00 UTC digest was missed: the first leader posts it at start.
     let store = sluice::store::open(db.url()).await.unwrap();
-    seed_occurrences(&*store, 2, 3).await;
+    seed_occurrences(&*store, sluice::clock::Clock::system().now_ms(), 2, 3).await;
 
     let (processes, _dirs) = replicas(&text, 3).await;
     let all: Vec<&Process> = processes.iter().collect();
@@ -120,11 +116,11 @@ async fn killing_the_leader_mid_storm_loses_and_doubles_nothing() {
         }));
     }
     // Mid-storm, once the leader has sent something, kill it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.channel_totals("storm").await.unwrap().messages_posted < 5 {
-        assert!(Instant::now() < deadline, "the leader never delivered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), "the leader delivers", || async {
+        let posted = store.channel_totals("storm").await.unwrap().messages_posted;
+        (posted >= 5).then_some(())
+    })
+    .await;
     let mut processes = processes;
     let leader = processes.remove(first_leader);
     leader.kill9();
@@ -149,7 +145,7 @@ async fn killing_the_leader_mid_storm_loses_and_doubles_nothing() {
     for issue in 0..ISSUES {
         let key = format!("{}", 60_000 + issue);
         week += store
-            .issue_stats(&key, sluice::state::now_ms())
+            .issue_stats(&key, sluice::clock::Clock::system().now_ms())
             .await
             .unwrap()
             .week();
@@ -189,12 +185,15 @@ async fn killing_the_leader_mid_storm_loses_and_doubles_nothing() {
         }
         per_channel
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !digests().contains_key("errors") {
-        assert!(Instant::now() < deadline, "no digest");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both leaders ran the catch-up at their start, long before the storm drained; each
+    // digest queued is sent before its channel drains.
+    eventually(Duration::from_secs(20), "a digest", || {
+        std::future::ready(digests().contains_key("errors").then_some(()))
+    })
+    .await;
+    for channel in ["errors", "frontend-prod", "python-api", "storm"] {
+        wait_drained(&*store, channel, Duration::from_secs(20)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let digests = digests();
     assert!(
         digests.values().all(|&n| n == 1),
@@ -235,25 +234,22 @@ async fn a_leader_that_loses_its_lock_connection_steps_down_and_leadership_recov
 
     // The old leader steps down (it waits a poll before it competes again), someone leads
     // again within the takeover time, and both replicas keep serving.
-    let deadline = Instant::now() + TAKEOVER;
-    let mut stepped_down = false;
-    loop {
-        let roles = [all[0].role().await, all[1].role().await];
-        assert!(roles.iter().all(Option::is_some), "{roles:?}");
-        stepped_down |= roles[first].as_deref() == Some("follower");
-        let leaders = roles
-            .iter()
-            .filter(|r| r.as_deref() == Some("leader"))
-            .count();
-        if stepped_down && leaders == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stepped down: {stepped_down}, roles: {roles:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stepped_down = std::cell::Cell::new(false);
+    eventually(
+        TAKEOVER,
+        "the leader steps down and one leads again",
+        || async {
+            let roles = [all[0].role().await, all[1].role().await];
+            assert!(roles.iter().all(Option::is_some), "{roles:?}");
+            stepped_down.set(stepped_down.get() | (roles[first].as_deref() == Some("follower")));
+            let leaders = roles
+                .iter()
+                .filter(|r| r.as_deref() == Some("leader"))
+                .count();
+            (stepped_down.get() && leaders == 1).then_some(())
+        },
+    )
+    .await;
     let now_leading = leader_of(&all, TAKEOVER).await;
 
     // And the new leader delivers.
@@ -312,11 +308,9 @@ async fn a_leader_that_loses_its_lock_mid_round_stops_sending_at_once() {
             .filter(|r| r.path == "hooks/frontend-prod")
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sent() < 3 {
-        assert!(Instant::now() < deadline, "the leader never sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    slack
+        .wait_until_path("hooks/frontend-prod", 3, Duration::from_secs(20))
+        .await;
     cut_the_leaders_lock_connection(&db).await;
 
     // The next leader sends the rest; the old one sent nothing after its send in flight.

@@ -7,13 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use sluice::clock::Clock;
 
 use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[tokio::test]
+/// Where the test clocks start: 2025-11-22 00:00 UTC.
+const T0: i64 = 1_763_769_600_000;
+
+/// On the test's clock: the follow-up goes out exactly when the cooldown ends, one second
+/// after the first occurrence, with the four repeats; nothing else follows.
+#[tokio::test(start_paused = true)]
 async fn repeats_within_the_cooldown_become_one_follow_up() {
+    let _held = HeldTime::hold();
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
     let extra = r#"
@@ -26,26 +33,32 @@ project = "cool"
 channels = ["cool"]
 cooldown = "1s"
 "#;
-    let server = TestServer::start(scratch.config(&slack, extra)).await;
-    let start = std::time::Instant::now();
+    let clock = Clock::starting_at(T0);
+    let server = TestServer::start_on_clock(scratch.config(&slack, extra), clock).await;
+    let start = tokio::time::Instant::now();
     for i in 0..5 {
         server
             .accept_event("700", &event_id(0x700 + i), "cool", "production")
             .await;
     }
-    let got = slack.wait_accepted(2, WAIT).await;
+    let got = slack.wait_accepted(1, WAIT).await;
     assert!(got[0].text().contains("heck is not defined"));
-    // Counts are read at send time, so the first message may already count some repeats.
-    assert!(got[0].text().contains(" · 30d: "), "{}", got[0].text());
+    assert_eq!(got[0].at, start, "the first message goes out at once");
+    // The clock stands still: the follow-up can only go when the test moves it past the
+    // cooldown, and the fake stamps it with the test's time.
+    tokio::time::advance(Duration::from_millis(999)).await;
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let got = slack.wait_accepted(2, WAIT).await;
     let follow = got[1].text();
     assert!(follow.starts_with("+4 since "), "{follow}");
     assert!(follow.contains("7d: 5 · 30d: 5"), "{follow}");
-    // The cooldown runs from the first occurrence's arrival.
-    assert!(
-        got[1].at - start >= Duration::from_secs(1),
-        "the follow-up came before the cooldown ended"
+    assert_eq!(
+        got[1].at - start,
+        Duration::from_secs(1),
+        "the follow-up goes when the cooldown ends, not before or after"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // An hour later nothing else has been posted, and every occurrence is accounted for.
+    server.advance_and_settle(Duration::from_secs(3600)).await;
     assert_eq!(slack.received().len(), 2, "nothing else is posted");
     let totals = scratch.store().await.channel_totals("cool").await.unwrap();
     assert_eq!(
@@ -59,8 +72,11 @@ cooldown = "1s"
     server.stop().await;
 }
 
-#[tokio::test]
+/// On the test's clock: the thread reply and the in-place update go out exactly when the
+/// cooldown ends, and nothing follows.
+#[tokio::test(start_paused = true)]
 async fn web_api_follow_ups_reply_in_thread_and_update_the_original() {
+    let _held = HeldTime::hold();
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
     let extra = r#"
@@ -73,7 +89,9 @@ project = "threaded"
 channels = ["threaded"]
 cooldown = "1s"
 "#;
-    let server = TestServer::start(scratch.config(&slack, extra)).await;
+    let server =
+        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
+    let start = tokio::time::Instant::now();
     for i in 0..3 {
         let body = event_alert("800", &event_id(0x800 + i), "threaded", "production");
         assert_eq!(
@@ -81,7 +99,13 @@ cooldown = "1s"
             StatusCode::ACCEPTED
         );
     }
+    assert_eq!(slack.wait_accepted(1, WAIT).await[0].at, start);
+    tokio::time::advance(Duration::from_millis(999)).await;
+    tokio::time::advance(Duration::from_millis(1)).await;
     let got = slack.wait_accepted(3, WAIT).await;
+    for reply in &got[1..] {
+        assert_eq!(reply.at - start, Duration::from_secs(1), "{}", reply.path);
+    }
     assert_eq!(got[0].path, "api/chat.postMessage");
     assert!(got[0].body.get("thread_ts").is_none());
     let root_ts = "1700000000.000001";
@@ -96,11 +120,77 @@ cooldown = "1s"
         "{}",
         got[2].text()
     );
+    server.advance_and_settle(Duration::from_secs(3600)).await;
+    assert_eq!(slack.received().len(), 3, "nothing else is posted");
     server.stop().await;
 }
 
-#[tokio::test]
+/// `slack_channel` may name the channel, but Slack's `chat.update` accepts only an id: the
+/// thread reply and the in-place update go to the id `chat.postMessage` answered, when the
+/// cooldown ends.
+#[tokio::test(start_paused = true)]
+async fn a_channel_configured_by_name_has_its_original_updated_in_place() {
+    let _held = HeldTime::hold();
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.named]
+slack_channel = "alerts"
+
+[[routes]]
+name = "named"
+project = "named"
+channels = ["named"]
+cooldown = "1s"
+"#;
+    let server =
+        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
+    let start = tokio::time::Instant::now();
+    for i in 0..3 {
+        let body = event_alert("810", &event_id(0x810 + i), "named", "production");
+        assert_eq!(
+            server.deliver("event_alert", &body).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(slack.wait_accepted(1, WAIT).await[0].at, start);
+    tokio::time::advance(Duration::from_millis(999)).await;
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let got = slack.wait_accepted(3, WAIT).await;
+    for reply in &got[1..] {
+        assert_eq!(reply.at - start, Duration::from_secs(1), "{}", reply.path);
+    }
+    let id = FakeSlack::channel_id("alerts");
+    assert_eq!(got[0].path, "api/chat.postMessage");
+    assert_eq!(got[0].body["channel"], "alerts");
+    let root_ts = "1700000000.000001";
+    assert_eq!(got[1].body["thread_ts"], root_ts, "{}", got[1].body);
+    assert_eq!(got[1].body["channel"], id.as_str(), "{}", got[1].body);
+    assert_eq!(got[2].path, "api/chat.update");
+    assert_eq!(got[2].body["ts"], root_ts);
+    assert_eq!(got[2].body["channel"], id.as_str());
+    assert!(
+        got[2].text().contains("7d: 3 · 30d: 3"),
+        "{}",
+        got[2].text()
+    );
+    let refused: Vec<_> = slack
+        .received()
+        .into_iter()
+        .filter(|r| r.reply != "Ok")
+        .collect();
+    assert!(refused.is_empty(), "Slack refused {refused:#?}");
+    server.advance_and_settle(Duration::from_secs(3600)).await;
+    assert_eq!(slack.received().len(), 3, "nothing else is posted");
+    server.stop().await;
+}
+
+/// On the test's clock: while Slack's `Retry-After` holds the channel, the backlog builds up
+/// past `max_backlog` and is rolled up; when the hold ends (exactly `Retry-After` plus its
+/// jitter after the 429) the roll-up goes out first, with whatever queued after it.
+#[tokio::test(start_paused = true)]
 async fn a_backlog_past_max_backlog_is_rolled_up_into_one_summary() {
+    let _held = HeldTime::hold();
     let slack = FakeSlack::start().await;
     // The first send is rate limited for 2 s: meanwhile the backlog builds up.
     slack.script([Reply::RateLimited {
@@ -118,13 +208,14 @@ project = "busy"
 channels = ["busy"]
 mention = "<!subteam^SBUSY>"
 "#;
-    let server = TestServer::start(scratch.config(&slack, extra)).await;
-    let first = event_alert("900", &event_id(0x900), "busy", "production");
-    assert_eq!(
-        server.deliver("event_alert", &first).await.0,
-        StatusCode::ACCEPTED
-    );
-    slack.wait_received(1, WAIT).await;
+    let server =
+        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
+    let start = tokio::time::Instant::now();
+    server
+        .accept_event("900", &event_id(0x900), "busy", "production")
+        .await;
+    let limited = slack.wait_received(1, WAIT).await;
+    assert_eq!(limited[0].at, start);
     for i in 1..10 {
         server
             .accept_event(
@@ -135,9 +226,39 @@ mention = "<!subteam^SBUSY>"
             )
             .await;
     }
-    let got = slack.wait_accepted(1, WAIT).await;
+    // Storm control keeps the held channel's backlog at most `max_backlog` long.
+    let store = scratch.store().await;
+    eventually(WAIT, "the backlog rolled up", || async {
+        let depths = store.outbox_depths().await.unwrap();
+        let depth = depths.iter().find(|(c, _)| c == "busy").map_or(0, |d| d.1);
+        (depth <= 3).then_some(())
+    })
+    .await;
+    // The channel is held until Retry-After (2 s) plus up to 10 % of jitter, plus 1 ms.
+    let held = store
+        .next_due_at()
+        .await
+        .unwrap()
+        .expect("the channel is held")
+        - T0;
+    assert!((2001..=2201).contains(&held), "held for {held} ms");
+    let held = Duration::from_millis(held as u64);
+    server
+        .advance_and_settle(held - Duration::from_millis(1))
+        .await;
+    assert_eq!(
+        slack.received().len(),
+        1,
+        "sent while Slack's Retry-After held the channel"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    wait_drained(&*store, "busy", WAIT).await;
+    let accepted = slack.accepted();
+    for message in &accepted {
+        assert_eq!(message.at - start, held, "sent when the hold ended");
+    }
     // The roll-up takes the place of the oldest message it replaced: it goes out first.
-    let text = got[0].text();
+    let text = accepted[0].text();
     // The backlog (more than 3 waiting) went out as one summary; a message queued after the
     // last roll-up, when the backlog was short again, may follow on its own.
     let rolled = text
@@ -154,9 +275,6 @@ mention = "<!subteam^SBUSY>"
         "the mention is kept: {text}"
     );
     assert_eq!(text.matches("• ").count(), rolled, "{text}");
-    let store = scratch.store().await;
-    wait_drained(&*store, "busy", WAIT).await;
-    let accepted = slack.accepted();
     assert!(
         accepted.len() <= 1 + (10 - rolled),
         "{} messages",
@@ -168,6 +286,12 @@ mention = "<!subteam^SBUSY>"
     assert_eq!(
         (totals.occurrences_posted, totals.occurrences_routed),
         (10, 10)
+    );
+    server.advance_and_settle(Duration::from_secs(3600)).await;
+    assert_eq!(
+        slack.received().len(),
+        1 + accepted.len(),
+        "nothing else is posted"
     );
     server.stop().await;
 }

@@ -1,10 +1,15 @@
 //! A fake Slack on port 0: records every request and answers what the test told it to —
 //! success, 429 with Retry-After, 5xx, or one of Slack's error strings — for both incoming
 //! webhooks (`/hooks/{name}`) and the Web API (`/api/chat.postMessage`, `/api/chat.update`).
+//! Like Slack, `chat.postMessage` answers with the channel's id (a name gets a stable id of
+//! its own, [`FakeSlack::channel_id`]) and `chat.update` refuses a channel name with
+//! `channel_not_found`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,7 +24,7 @@ use tokio::sync::Notify;
 /// How the fake answers one request.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// Success (`ok` for webhooks, `{"ok":true,"ts":…}` for the Web API).
+    /// Success (`ok` for webhooks, `{"ok":true,"ts":…,"channel":"C…"}` for the Web API).
     Ok,
     /// HTTP 429 with `Retry-After: secs`.
     RateLimited { retry_after_secs: u64 },
@@ -63,6 +68,10 @@ struct Inner {
     next_ts: Mutex<u64>,
     /// How long every answer takes.
     latency: Mutex<std::time::Duration>,
+    /// Paths (`hooks/NAME`) whose requests are accepted and never answered.
+    hung: Mutex<std::collections::HashSet<String>>,
+    /// Paths whose every request is refused with this Slack error string.
+    refused: Mutex<std::collections::HashMap<String, &'static str>>,
 }
 
 /// Handle to a running fake Slack.
@@ -95,6 +104,22 @@ impl FakeSlack {
         format!("{}/hooks/{name}", self.base)
     }
 
+    /// The channel id the fake answers for a `chat.postMessage` to `channel`, as Slack does:
+    /// an id stays itself, a name (`alerts`, `#alerts`) gets a stable id of its own.
+    pub fn channel_id(channel: &str) -> String {
+        if is_channel_id(channel) {
+            return channel.to_string();
+        }
+        // FNV-1a: stable across runs, unlike the std hasher.
+        let hash = channel
+            .trim_start_matches('#')
+            .bytes()
+            .fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+        format!("C{hash:010X}")
+    }
+
     /// The Web API base URL.
     pub fn api_base(&self) -> String {
         format!("{}/api", self.base)
@@ -118,6 +143,22 @@ impl FakeSlack {
     /// Takes `latency` to answer every request from now on, like a slow Slack.
     pub fn set_latency(&self, latency: std::time::Duration) {
         *self.inner.latency.lock().unwrap() = latency;
+    }
+
+    /// Never answers requests to `path` (`hooks/NAME`), like an endpoint that accepts the
+    /// connection and hangs; they are recorded with the reply `Hung`.
+    pub fn hang(&self, path: &str) {
+        self.inner.hung.lock().unwrap().insert(path.to_string());
+    }
+
+    /// Refuses every request to `path` (`hooks/NAME`) with Slack's permanent `error`, whatever
+    /// the script says; other paths are answered as before.
+    pub fn refuse(&self, path: &str, error: &'static str) {
+        self.inner
+            .refused
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), error);
     }
 
     /// Everything received so far.
@@ -146,21 +187,35 @@ impl FakeSlack {
         self.received()
     }
 
+    /// Waits until at least `n` requests to `path` arrived, whatever the answer, or panics
+    /// after `timeout`.
+    pub async fn wait_until_path(&self, path: &str, n: usize, timeout: Duration) {
+        self.wait_until(timeout, |f| {
+            f.received().iter().filter(|r| r.path == path).count() >= n
+        })
+        .await;
+    }
+
+    /// Waits for `done`, looking again at each request that arrives; panics after `timeout`
+    /// of real time (Tokio's clock may be paused).
     async fn wait_until(&self, timeout: Duration, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + timeout;
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let arrived = self.inner.arrived.notified();
             if done(self) {
                 return;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 panic!(
                     "fake Slack: condition not met within {timeout:?}; received {:#?}",
                     self.received()
                 );
             }
-            let _ = tokio::time::timeout(left, arrived).await;
+            tokio::select! {
+                _ = arrived => {}
+                _ = super::real_pause(left.min(Duration::from_millis(100))) => {}
+            }
         }
     }
 
@@ -184,18 +239,56 @@ impl FakeSlack {
     }
 }
 
+/// The reply recorded for a request to a hung path: none.
+#[derive(Debug)]
+struct Hung;
+
 /// Picks the reply for a request and records both.
 fn answer(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes) -> Reply {
     let fake = FakeSlack {
         inner: inner.clone(),
         base: String::new(),
     };
-    let reply = fake.next_reply();
+    let refused = inner.refused.lock().unwrap().get(&path).copied();
+    let reply = match refused {
+        Some(error) => Reply::SlackError(error),
+        None => as_slack_would(&path, body, fake.next_reply()),
+    };
     record(inner, path, headers, body, &reply);
     reply
 }
 
-fn record(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes, reply: &Reply) {
+/// What real Slack answers whatever the script says: `chat.update` accepts only a channel id,
+/// so one addressed to a channel name is refused with `channel_not_found`.
+fn as_slack_would(path: &str, body: &Bytes, reply: Reply) -> Reply {
+    let channel = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)["channel"]
+        .as_str()
+        .map(str::to_string);
+    if path == "api/chat.update"
+        && matches!(reply, Reply::Ok)
+        && !channel.as_deref().is_some_and(is_channel_id)
+    {
+        return Reply::SlackError("channel_not_found");
+    }
+    reply
+}
+
+/// Whether `s` looks like a Slack conversation id (`C0123456789`, `G…`, `D…`): channel names
+/// are lowercase.
+fn is_channel_id(s: &str) -> bool {
+    s.len() >= 2
+        && s.starts_with(['C', 'G', 'D'])
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+fn record(
+    inner: &Arc<Inner>,
+    path: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+    reply: &dyn std::fmt::Debug,
+) {
     let body = serde_json::from_slice(body).unwrap_or(Value::Null);
     inner.received.lock().unwrap().push(Received {
         path,
@@ -216,7 +309,12 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reply = answer(&inner, format!("hooks/{name}"), &headers, &body);
+    let path = format!("hooks/{name}");
+    if inner.hung.lock().unwrap().contains(&path) {
+        record(&inner, path, &headers, &body, &Hung);
+        return std::future::pending().await;
+    }
+    let reply = answer(&inner, path, &headers, &body);
     let latency = *inner.latency.lock().unwrap();
     tokio::time::sleep(latency).await;
     match reply {
@@ -248,7 +346,11 @@ async fn web_api(
                 *n += 1;
                 format!("1700000000.{:06}", *n)
             };
-            axum::Json(json!({"ok": true, "ts": ts, "channel": "C0123456789"})).into_response()
+            let asked = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)["channel"]
+                .as_str()
+                .map(FakeSlack::channel_id)
+                .unwrap_or_default();
+            axum::Json(json!({"ok": true, "ts": ts, "channel": asked})).into_response()
         }
         Reply::RateLimited { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,

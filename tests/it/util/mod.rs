@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use sluice::clock::Clock;
 use sluice::config::Config;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -24,7 +25,7 @@ pub const ROTATED_SECRET: &str = "rotated-client-secret";
 /// The legacy plugin token of the test configs.
 pub const LEGACY_TOKEN: &str = "legacy-token-123";
 
-/// A fixture from ../shared/fixtures/sentry/, compacted as Sentry sends it (key order kept).
+/// A fixture from tests/fixtures/sentry/, compacted as Sentry sends it (key order kept).
 pub fn fixture(name: &str) -> Vec<u8> {
     serde_json::to_vec(&fixture_json(name)).unwrap()
 }
@@ -32,7 +33,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// A fixture as JSON, to edit before sending.
 pub fn fixture_json(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/sentry")
+        .join("tests/fixtures/sentry")
         .join(name);
     let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&text).unwrap()
@@ -53,6 +54,10 @@ default_channel = "errors"
 [server]
 listen = "127.0.0.1:0"
 max_body_bytes = 65536
+# Far above the 800 ms default: a debug build on a loaded CI machine is slow, and these tests
+# are not about timeouts (http_limits.rs is).
+request_timeout = "15s"
+body_timeout = "5s"
 
 [sentry]
 client_secrets = ["{SECRET}", "{ROTATED_SECRET}"]
@@ -177,10 +182,43 @@ impl Scratch {
     }
 }
 
+/// Holds Tokio's paused clock still: while this lives, time moves only by
+/// `tokio::time::advance`, never by itself.
+///
+/// A paused clock auto-advances to the next timer whenever the runtime has nothing to run,
+/// and it has nothing to run while it waits for SQLite's worker thread or a socket: timers
+/// would fire in the middle of a store call. A running `spawn_blocking` task stops that
+/// (documented under "Preventing auto-advance" in `tokio::time::pause`), so this keeps one
+/// running until dropped. Use it with `#[tokio::test(start_paused = true)]`.
+pub struct HeldTime {
+    release: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl HeldTime {
+    /// Holds the clock from now on.
+    pub fn hold() -> Self {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = held.recv();
+        });
+        Self {
+            release: Some(release),
+        }
+    }
+}
+
+impl Drop for HeldTime {
+    fn drop(&mut self) {
+        drop(self.release.take());
+    }
+}
+
 /// Sluice running in-process on a loopback port.
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The clock it reads; deliveries are stamped with it.
+    pub clock: Clock,
     stop: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -188,14 +226,45 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `config` on 127.0.0.1:0.
     pub async fn start(config: Config) -> Self {
+        Self::start_on_clock(config, Clock::system()).await
+    }
+
+    /// Serves `config` on 127.0.0.1:0, reading `clock` (a test's, on Tokio's paused time).
+    /// Returns once the delivery worker has done its first round: the workers started with it
+    /// (digest scheduler, silence watchdog) have read the clock they count from.
+    pub async fn start_on_clock(config: Config, clock: Clock) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let handle = tokio::spawn(sluice::server::run(listener, config, async move {
-            token.cancelled().await
-        }));
-        Self { addr, stop, handle }
+        let handle = tokio::spawn(sluice::server::run_on_clock(
+            listener,
+            config,
+            clock,
+            async move { token.cancelled().await },
+        ));
+        let server = Self {
+            addr,
+            clock,
+            stop,
+            handle,
+        };
+        eventually(
+            Duration::from_secs(10),
+            "the delivery worker starts",
+            || async {
+                if server.handle.is_finished() {
+                    return Some(());
+                }
+                let rounds = server.metric("sluice_delivery_rounds_total").await;
+                (rounds >= 1.0).then_some(())
+            },
+        )
+        .await;
+        if server.handle.is_finished() {
+            panic!("the server stopped at start: {:?}", server.handle.await);
+        }
+        server
     }
 
     /// Stops it gracefully and waits until it has.
@@ -209,9 +278,58 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// POSTs a delivery signed with [`SECRET`].
+    /// POSTs a delivery signed with [`SECRET`], stamped with the server's clock.
     pub async fn deliver(&self, resource: &str, body: &[u8]) -> (StatusCode, Value) {
-        post_signed(&self.url("/sentry/webhook"), resource, body, SECRET).await
+        let url = self.url("/sentry/webhook");
+        let now = self.clock.now_ms() / 1000;
+        try_post_signed_at(&url, resource, body, SECRET, now)
+            .await
+            .expect("request to sluice")
+    }
+
+    /// A number read from `/metrics` (`name` with its labels, as printed), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        sluice::slack::transport::install_crypto_provider();
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Advances Tokio's (held) clock by `by`, at least the delivery worker's longest wait
+    /// (2 s), and waits until the worker has done a round at the new time with no channel
+    /// left in flight: whatever was due by then has been sent, and nothing more will be
+    /// until the clock moves again or a delivery arrives.
+    ///
+    /// It first waits until no channel is being sent: `slack.timeout` runs on this clock, so
+    /// a jump past it would time out a send whose answer is on its way.
+    pub async fn advance_and_settle(&self, by: Duration) {
+        assert!(
+            by >= Duration::from_secs(2),
+            "advance at least one idle poll"
+        );
+        eventually(Duration::from_secs(10), "no send in flight", || async {
+            let in_flight = self.metric("sluice_delivery_channels_in_flight").await;
+            (in_flight == 0.0).then_some(())
+        })
+        .await;
+        let rounds = self.metric("sluice_delivery_rounds_total").await;
+        tokio::time::advance(by).await;
+        eventually(
+            Duration::from_secs(10),
+            "the delivery worker settles",
+            || async {
+                let now = self.metric("sluice_delivery_rounds_total").await;
+                let in_flight = self.metric("sluice_delivery_channels_in_flight").await;
+                (now > rounds && in_flight == 0.0).then_some(())
+            },
+        )
+        .await
     }
 
     /// Delivers an [`event_alert`] and asserts it was stored (202).
@@ -222,6 +340,60 @@ impl TestServer {
     }
 }
 
+/// Waits `period` of real time, whatever Tokio's clock does (paused, held or not): the pause
+/// between two looks of a test that waits for another thread or process, never a stand-in
+/// for an event. (A blocked `recv_timeout` in a blocking task; while it runs, a paused clock
+/// does not advance by itself either.)
+pub async fn real_pause(period: Duration) {
+    tokio::task::spawn_blocking(move || {
+        let (_keep, never) = std::sync::mpsc::channel::<()>();
+        let _ = never.recv_timeout(period);
+    })
+    .await
+    .unwrap();
+}
+
+/// `fut`'s output, or a panic saying `what` once `timeout` of real time has passed, whatever
+/// Tokio's clock does (a `tokio::time::timeout` would never fire on a held clock).
+pub async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+    // Ends at once when `cancel` is dropped, so that no blocking thread outlives the race.
+    let timer = tokio::task::spawn_blocking(move || {
+        let _ = cancelled.recv_timeout(timeout);
+    });
+    tokio::select! {
+        out = fut => {
+            drop(cancel);
+            out
+        }
+        _ = timer => panic!("not within {timeout:?}: {what}"),
+    }
+}
+
+/// Looks at `probe` until it returns `Some`, pausing [`real_pause`] 20 ms between looks; panics
+/// with `what` after `timeout` of real time.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {timeout:?}: {what}"
+        );
+        real_pause(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (up to `timeout`) until nothing routed to `channel` is still pending — Slack having
 /// accepted a message does not mean the worker has recorded it yet — and returns its totals.
 pub async fn wait_drained(
@@ -229,18 +401,11 @@ pub async fn wait_drained(
     channel: &str,
     timeout: Duration,
 ) -> sluice::store::ChannelTotals {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    eventually(timeout, &format!("{channel} drained"), || async {
         let totals = store.channel_totals(channel).await.unwrap();
-        if totals.occurrences_pending == 0 && totals.messages_pending == 0 {
-            return totals;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{channel} never drained: {totals:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (totals.occurrences_pending == 0 && totals.messages_pending == 0).then_some(totals)
+    })
+    .await
 }
 
 /// Waits (up to 10 s) until the store holds at least `n` dead letters; returns them.
@@ -248,14 +413,15 @@ pub async fn wait_dead_letters(
     store: &dyn sluice::store::Store,
     n: usize,
 ) -> Vec<sluice::store::DeadLetter> {
-    for _ in 0..500 {
-        let dead = store.dead_letters(100).await.unwrap();
-        if dead.len() >= n {
-            return dead;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {n} dead letters after 10 s");
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} dead letters"),
+        || async {
+            let dead = store.dead_letters(100).await.unwrap();
+            (dead.len() >= n).then_some(dead)
+        },
+    )
+    .await
 }
 
 /// POSTs `body` as Sentry would: resource header, timestamp, signature under `secret`.
@@ -277,10 +443,18 @@ pub async fn try_post_signed(
     body: &[u8],
     secret: &str,
 ) -> Option<(StatusCode, Value)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = Clock::system().now_ms() / 1000;
+    try_post_signed_at(url, resource, body, secret, now).await
+}
+
+/// [`try_post_signed`] with `Sentry-Hook-Timestamp` set to `now` (Unix seconds).
+pub async fn try_post_signed_at(
+    url: &str,
+    resource: &str,
+    body: &[u8],
+    secret: &str,
+    now: i64,
+) -> Option<(StatusCode, Value)> {
     try_post(
         url,
         &[
@@ -349,6 +523,16 @@ impl Process {
     /// Starts `sluice serve -c config` listening on a free loopback port and waits until
     /// `/readyz` answers 200.
     pub async fn start(config_text: &str, scratch: &Scratch) -> Self {
+        Self::start_with(config_text, scratch, |_| {}).await
+    }
+
+    /// [`start`](Self::start), with the command changed by `customize` first (limits, a
+    /// signal disposition).
+    pub async fn start_with(
+        config_text: &str,
+        scratch: &Scratch,
+        customize: impl FnOnce(&mut Command),
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -359,28 +543,27 @@ impl Process {
             &format!("listen = \"127.0.0.1:{port}\""),
         );
         let path = scratch.write_config(&text);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
             .args(["serve", "-c"])
             .arg(&path)
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::inherit());
+        customize(&mut command);
+        let child = command.spawn().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let ready = format!("http://{addr}/readyz");
+        // Killed on drop, also when it never becomes ready.
+        let process = Self { child, addr };
+        let ready = process.url("/readyz");
         sluice::slack::transport::install_crypto_provider();
-        for _ in 0..200 {
-            if let Ok(r) = reqwest::get(&ready).await
-                && r.status() == StatusCode::OK
-            {
-                return Self { child, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("sluice did not become ready at {addr}");
+        let what = format!("sluice ready at {addr}");
+        eventually(Duration::from_secs(10), &what, || async {
+            let r = reqwest::get(&ready).await.ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        })
+        .await;
+        process
     }
 
     /// Sends `signal` (`HUP`, `TERM`, …) with kill(1).
@@ -395,14 +578,10 @@ impl Process {
 
     /// Waits (up to `timeout`) for the process to exit; returns its exit code.
     pub async fn wait_exit(mut self, timeout: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(std::time::Instant::now() < deadline, "sluice did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(timeout, "sluice exits", || {
+            std::future::ready(self.child.try_wait().unwrap().map(|s| s.code()))
+        })
+        .await
     }
 
     /// `http://addr/path`.
@@ -419,6 +598,11 @@ impl Process {
         }
         let body: Value = reply.json().await.ok()?;
         body["role"].as_str().map(str::to_string)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9`: no shutdown code runs.
@@ -470,11 +654,10 @@ pub fn max_in_window(received: &[fake_slack::Received], path: &str, window: Dura
 }
 
 /// Commits `n` occurrences of one front-end staging issue, routed to `errors` (a digest
-/// channel), as if they had arrived `days_ago` days ago.
-pub async fn seed_occurrences(store: &dyn sluice::store::Store, days_ago: i64, n: usize) {
+/// channel), as if they had arrived `days_ago` days before `now` (Unix ms).
+pub async fn seed_occurrences(store: &dyn sluice::store::Store, now: i64, days_ago: i64, n: usize) {
     use sha2::Digest as _;
     const DAY_MS: i64 = 86_400_000;
-    let now = sluice::state::now_ms();
     for i in 0..n {
         let body = event_alert(
             "4242",
@@ -501,6 +684,6 @@ pub async fn seed_occurrences(store: &dyn sluice::store::Store, days_ago: i64, n
                 digest: true,
             }],
         };
-        store.ingest(&delivery).await.unwrap();
+        store.ingest(delivery).await.unwrap();
     }
 }
