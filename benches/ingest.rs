@@ -28,9 +28,10 @@
 //!   the per-process peaks are printed below the table. Every replica must answer `/readyz`
 //!   with 200, and one of them must report `"role":"leader"`, before the load starts.
 //!
-//!   Both PostgreSQL rows are skipped, with a note, when PostgreSQL does not answer at
-//!   `SLUICE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`, where the
-//!   scratch databases are created).
+//!   The scratch databases are created on `SLUICE_TEST_POSTGRES_URL` when it is set, else on a
+//!   throwaway PostgreSQL server this process starts from the installed binaries and stops when
+//!   it exits (`sluice::testing`), so no server needs to be running. Both PostgreSQL rows are
+//!   skipped, with a note, when neither is available.
 //!
 //! Every target gets its own deliveries: signed ~4 KB `event_alert` payloads built from the real
 //! fixture (for Alertmanager, one alert of about the same size carrying the same fields), all
@@ -46,7 +47,8 @@
 //! Knobs (environment): `BENCH_REQUESTS` (default 10000), `BENCH_CONNECTIONS` (default 64),
 //! `SLUICE_BIN` (the `sluice` binary; default: the one `cargo bench` builds along with the
 //! benchmark, `CARGO_BIN_EXE_sluice`), `ALERTMANAGER_BIN` (default `/usr/bin/prometheus-alertmanager`),
-//! `PYTHON` (default `python3`), `SLUICE_TEST_POSTGRES_URL` (the PostgreSQL server).
+//! `PYTHON` (default `python3`), `SLUICE_TEST_POSTGRES_URL` (a PostgreSQL server to use
+//! instead of a throwaway one).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,8 +64,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sluice::testing::ScratchPostgres;
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -105,7 +105,7 @@ fn event_spec(i: usize, tag: &str) -> EventSpec {
 fn fixture() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/sentry/event_alert.triggered.json"
+        "/tests/fixtures/sentry/event_alert.triggered.json"
     );
     serde_json::from_slice(&std::fs::read(path).expect("fixture")).unwrap()
 }
@@ -713,25 +713,14 @@ fn split_followup(
     }
 }
 
-/// A fresh scratch database on the PostgreSQL server the tests use, or why there is none (the
-/// PostgreSQL rows are then skipped; nothing here panics the benchmark).
+/// A fresh scratch database on the PostgreSQL server the tests use (`SLUICE_TEST_POSTGRES_URL`,
+/// else a throwaway server of this process's own), or why there is none (the PostgreSQL rows
+/// are then skipped; nothing here panics the benchmark).
 async fn scratch_postgres() -> Result<ScratchPostgres, String> {
-    let admin = sluice::testing::postgres_admin_url();
-    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin)).await {
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-        }
-        Ok(Err(e)) => return Err(format!("skipped: PostgreSQL not reachable at {admin}: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "skipped: PostgreSQL at {admin} did not answer within 5 s"
-            ));
-        }
+    match tokio::time::timeout(Duration::from_secs(60), ScratchPostgres::try_new()).await {
+        Ok(result) => result.map_err(|e| format!("skipped: {e}")),
+        Err(_) => Err("skipped: PostgreSQL did not answer within 60 s".to_string()),
     }
-    // `ScratchPostgres::new` panics when it cannot create the database: keep that in a task.
-    tokio::spawn(ScratchPostgres::new())
-        .await
-        .map_err(|e| format!("skipped: cannot create a scratch database at {admin}: {e}"))
 }
 
 /// The role `/readyz` reports (`leader` or `follower`), when it answers 200.
