@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use sluice::clock::Clock;
 
+use crate::util::fake_slack::Received;
 use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -72,25 +73,28 @@ cooldown = "1s"
     server.stop().await;
 }
 
-/// On the test's clock: the thread reply and the in-place update go out exactly when the
-/// cooldown ends, and nothing follows.
-#[tokio::test(start_paused = true)]
-async fn web_api_follow_ups_reply_in_thread_and_update_the_original() {
+/// Three occurrences of one issue, 1 s cooldown, in a Web API channel whose `slack_channel`
+/// is `slack_channel`: the first message at once, then, exactly when the cooldown ends, the
+/// thread reply and the in-place update of the original; nothing else in the next hour.
+/// Returns the three requests Slack received.
+async fn threaded_follow_up(slack_channel: &str) -> Vec<Received> {
     let _held = HeldTime::hold();
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
-    let extra = r#"
+    let extra = format!(
+        r#"
 [channels.threaded]
-slack_channel = "C0THREAD"
+slack_channel = "{slack_channel}"
 
 [[routes]]
 name = "threaded"
 project = "threaded"
 channels = ["threaded"]
 cooldown = "1s"
-"#;
+"#
+    );
     let server =
-        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
+        TestServer::start_on_clock(scratch.config(&slack, &extra), Clock::starting_at(T0)).await;
     let start = tokio::time::Instant::now();
     for i in 0..3 {
         let body = event_alert("800", &event_id(0x800 + i), "threaded", "production");
@@ -106,6 +110,12 @@ cooldown = "1s"
     for reply in &got[1..] {
         assert_eq!(reply.at - start, Duration::from_secs(1), "{}", reply.path);
     }
+    let refused: Vec<_> = slack
+        .received()
+        .into_iter()
+        .filter(|r| r.reply != "Ok")
+        .collect();
+    assert!(refused.is_empty(), "Slack refused {refused:#?}");
     assert_eq!(got[0].path, "api/chat.postMessage");
     assert!(got[0].body.get("thread_ts").is_none());
     let root_ts = "1700000000.000001";
@@ -114,7 +124,6 @@ cooldown = "1s"
     assert!(got[1].text().starts_with("+2 since "), "{}", got[1].text());
     assert_eq!(got[2].path, "api/chat.update");
     assert_eq!(got[2].body["ts"], root_ts);
-    assert_eq!(got[2].body["channel"], "C0THREAD");
     assert!(
         got[2].text().contains("7d: 3 · 30d: 3"),
         "{}",
@@ -123,66 +132,25 @@ cooldown = "1s"
     server.advance_and_settle(Duration::from_secs(3600)).await;
     assert_eq!(slack.received().len(), 3, "nothing else is posted");
     server.stop().await;
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn web_api_follow_ups_reply_in_thread_and_update_the_original() {
+    let got = threaded_follow_up("C0THREAD").await;
+    assert_eq!(got[1].body["channel"], "C0THREAD");
+    assert_eq!(got[2].body["channel"], "C0THREAD");
 }
 
 /// `slack_channel` may name the channel, but Slack's `chat.update` accepts only an id: the
-/// thread reply and the in-place update go to the id `chat.postMessage` answered, when the
-/// cooldown ends.
+/// thread reply and the in-place update go to the id `chat.postMessage` answered.
 #[tokio::test(start_paused = true)]
 async fn a_channel_configured_by_name_has_its_original_updated_in_place() {
-    let _held = HeldTime::hold();
-    let slack = FakeSlack::start().await;
-    let scratch = Scratch::new();
-    let extra = r#"
-[channels.named]
-slack_channel = "alerts"
-
-[[routes]]
-name = "named"
-project = "named"
-channels = ["named"]
-cooldown = "1s"
-"#;
-    let server =
-        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
-    let start = tokio::time::Instant::now();
-    for i in 0..3 {
-        let body = event_alert("810", &event_id(0x810 + i), "named", "production");
-        assert_eq!(
-            server.deliver("event_alert", &body).await.0,
-            StatusCode::ACCEPTED
-        );
-    }
-    assert_eq!(slack.wait_accepted(1, WAIT).await[0].at, start);
-    tokio::time::advance(Duration::from_millis(999)).await;
-    tokio::time::advance(Duration::from_millis(1)).await;
-    let got = slack.wait_accepted(3, WAIT).await;
-    for reply in &got[1..] {
-        assert_eq!(reply.at - start, Duration::from_secs(1), "{}", reply.path);
-    }
+    let got = threaded_follow_up("alerts").await;
     let id = FakeSlack::channel_id("alerts");
-    assert_eq!(got[0].path, "api/chat.postMessage");
     assert_eq!(got[0].body["channel"], "alerts");
-    let root_ts = "1700000000.000001";
-    assert_eq!(got[1].body["thread_ts"], root_ts, "{}", got[1].body);
     assert_eq!(got[1].body["channel"], id.as_str(), "{}", got[1].body);
-    assert_eq!(got[2].path, "api/chat.update");
-    assert_eq!(got[2].body["ts"], root_ts);
     assert_eq!(got[2].body["channel"], id.as_str());
-    assert!(
-        got[2].text().contains("7d: 3 · 30d: 3"),
-        "{}",
-        got[2].text()
-    );
-    let refused: Vec<_> = slack
-        .received()
-        .into_iter()
-        .filter(|r| r.reply != "Ok")
-        .collect();
-    assert!(refused.is_empty(), "Slack refused {refused:#?}");
-    server.advance_and_settle(Duration::from_secs(3600)).await;
-    assert_eq!(slack.received().len(), 3, "nothing else is posted");
-    server.stop().await;
 }
 
 /// On the test's clock: while Slack's `Retry-After` holds the channel, the backlog builds up
