@@ -5,6 +5,10 @@
 //! benchmark's. The load generator and the sink (the Slack stand-in every target posts to) run
 //! in this process, on the same cores.
 //!
+//! The sink, the payloads, the signing and the child processes come from the integration tests'
+//! kit (tests/it/util/, included below): the sink is their fake Slack, answering `ok`, or 429 or
+//! 503 to every request for the rows that say so.
+//!
 //! - `ceiling`: a bare axum handler that verifies the HMAC, parses the payload and answers 202,
 //!   with no store: the most any ingest path on this machine can do. It is this same binary,
 //!   re-executed with `SLUICE_BENCH_ROLE=ceiling`.
@@ -51,23 +55,30 @@
 //! instead of a throwaway one).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sluice::testing::ScratchPostgres;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
-const SECRET: &str = "bench-client-secret";
+// The integration tests' kit: fake Slack, fixtures, signing, processes. The benchmark uses
+// only part of it (none of the in-process server or the store helpers), hence the allow.
+#[allow(dead_code)]
+#[path = "../tests/it/util/mod.rs"]
+mod util;
+
+use util::process::free_port;
+use util::{FakeSlack, Process, Reply, SECRET};
+
 /// Environment variable that turns this binary into one of its helper processes.
 const ROLE_ENV: &str = "SLUICE_BENCH_ROLE";
 
@@ -102,32 +113,14 @@ fn event_spec(i: usize, tag: &str) -> EventSpec {
     }
 }
 
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/sentry/event_alert.triggered.json"
-    );
-    serde_json::from_slice(&std::fs::read(path).expect("fixture")).unwrap()
+/// The fixture every delivery is made from, read once.
+fn template() -> Value {
+    util::fixture_json("event_alert.triggered.json")
 }
 
 /// The fixture with the i-th event's fields filled in.
 fn sentry_payload(template: &Value, s: &EventSpec) -> Value {
-    let mut v = template.clone();
-    let e = &mut v["data"]["event"];
-    e["event_id"] = s.event_id.clone().into();
-    e["issue_id"] = s.issue.clone().into();
-    e["environment"] = s.environment.into();
-    e["url"] = format!(
-        "https://sentry.io/api/0/projects/acme/{}/events/{}/",
-        s.project, s.event_id
-    )
-    .into();
-    e["web_url"] = format!(
-        "https://sentry.io/organizations/acme/issues/{}/events/{}/",
-        s.issue, s.event_id
-    )
-    .into();
-    v
+    util::event_alert_json(template, &s.issue, &s.event_id, &s.project, s.environment)
 }
 
 /// `n` distinct signed `event_alert` deliveries. `tag` prefixes the event ids, so deliveries
@@ -146,18 +139,13 @@ fn probe_deliveries(n: usize) -> Vec<Request> {
 }
 
 fn signed_deliveries(specs: impl Iterator<Item = EventSpec>) -> Vec<Request> {
-    let template = fixture();
+    let template = template();
     specs
         .map(|spec| {
             let body = serde_json::to_vec(&sentry_payload(&template, &spec)).unwrap();
-            let signature = sluice::sentry::sign(&body, SECRET.as_bytes());
             Request {
+                headers: util::signed_headers("event_alert", &body, SECRET),
                 body: body.into(),
-                headers: vec![
-                    ("sentry-hook-resource", "event_alert".into()),
-                    ("sentry-hook-signature", signature),
-                    ("content-type", "application/json".into()),
-                ],
             }
         })
         .collect()
@@ -168,7 +156,7 @@ fn signed_deliveries(specs: impl Iterator<Item = EventSpec>) -> Vec<Request> {
 /// `event_id`, `level`) and annotations (title, culprit, links, and the event itself as text,
 /// cut so the request is about the size of the Sentry delivery).
 fn alertmanager_alerts(n: usize, tag: &str, target_size: usize) -> Vec<Request> {
-    let template = fixture();
+    let template = template();
     let starts_at = jiff::Timestamp::now().to_string();
     let alert = |i: usize, detail_chars: Option<usize>| -> Vec<u8> {
         let s = event_spec(i, tag);
@@ -214,150 +202,14 @@ fn alertmanager_alerts(n: usize, tag: &str, target_size: usize) -> Vec<Request> 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sink (the Slack stand-in)
-
-/// How the sink answers.
-const SINK_OK: u8 = 0;
-/// 429 with `Retry-After: 1`: Slack throttling.
-const SINK_THROTTLED: u8 = 1;
-/// 503: Slack down.
-const SINK_DOWN: u8 = 2;
-
-/// Stands in for Slack: answers as `mode` says, counts what it accepted, and keeps the arrival
-/// time of every request per channel (for the storm run's rate check).
-#[derive(Default)]
-struct Sink {
-    received: AtomicU64,
-    arrived: Notify,
-    mode: std::sync::atomic::AtomicU8,
-    arrivals: std::sync::Mutex<Vec<(String, Instant)>>,
-}
-
-impl Sink {
-    fn received(&self) -> u64 {
-        self.received.load(Ordering::SeqCst)
-    }
-}
-
-async fn start_sink() -> (Arc<Sink>, String) {
-    let sink = Arc::new(Sink::default());
-    let app = Router::new()
-        .route(
-            "/hooks/{name}",
-            post(
-                |State(s): State<Arc<Sink>>,
-                 axum::extract::Path(name): axum::extract::Path<String>| async move {
-                    s.arrivals.lock().unwrap().push((name, Instant::now()));
-                    match s.mode.load(Ordering::SeqCst) {
-                        SINK_THROTTLED => {
-                            return (
-                                StatusCode::TOO_MANY_REQUESTS,
-                                [("retry-after", "1")],
-                                "rate_limited",
-                            );
-                        }
-                        SINK_DOWN => {
-                            return (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                [("retry-after", "")],
-                                "down",
-                            );
-                        }
-                        _ => {}
-                    }
-                    s.received.fetch_add(1, Ordering::SeqCst);
-                    s.arrived.notify_waiters();
-                    (StatusCode::OK, [("retry-after", "")], "ok")
-                },
-            ),
-        )
-        .with_state(sink.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (sink, base)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Target processes
 
-/// A target running as a child process; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
+/// How long a target may take to answer its readiness check.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
-impl Proc {
-    /// Starts `cmd` with its stdout and stderr going to `<dir>/<file>.log`.
-    fn spawn(
-        name: impl Into<String>,
-        mut cmd: Command,
-        dir: &Path,
-        file: &str,
-    ) -> Result<Proc, String> {
-        let log = dir.join(format!("{file}.log"));
-        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-        Ok(Proc {
-            name: name.into(),
-            child,
-            log,
-        })
-    }
-
-    /// Waits until `GET url` answers 2xx (or the process dies, or 30 s pass).
-    async fn wait_ready(&mut self, url: &str) -> Result<(), String> {
-        let client = reqwest::Client::new();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}): {}",
-                    self.name,
-                    self.log_tail()
-                ));
-            }
-            if client
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(format!(
-            "{} not ready after 30 s: {}",
-            self.name,
-            self.log_tail()
-        ))
-    }
-
-    /// Peak resident set size of the process so far, in MiB (`VmHWM`).
-    fn peak_rss_mib(&self) -> f64 {
-        proc_status_kib(self.child.id(), "VmHWM:").map_or(f64::NAN, |kib| kib / 1024.0)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Peak resident set size of `process` so far, in MiB (`VmHWM`).
+fn peak_rss_mib(process: &Process) -> f64 {
+    proc_status_kib(process.pid(), "VmHWM:").map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
@@ -371,13 +223,9 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<f64> {
         .ok()
 }
 
-/// A loopback port that is free right now (the target binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free loopback address for a target to listen on.
+fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -520,8 +368,8 @@ struct Bench {
     n: usize,
     connections: usize,
     dir: tempfile::TempDir,
-    sink: Arc<Sink>,
-    sink_base: String,
+    /// The Slack stand-in every target posts to.
+    sink: FakeSlack,
     /// Size of one Sentry delivery, in bytes.
     delivery_size: usize,
 }
@@ -538,6 +386,13 @@ struct Measured {
     rss_mib: f64,
 }
 
+impl Bench {
+    /// Requests the sink accepted so far.
+    fn accepted(&self) -> u64 {
+        self.sink.accepted_count() as u64
+    }
+}
+
 /// The PostgreSQL rows' names.
 const PG_1: &str = "sluice (postgres, 1 replica)";
 const PG_3: &str = "sluice (postgres, 3 replicas, round-robin)";
@@ -552,18 +407,19 @@ fn is_2xx(s: StatusCode) -> bool {
 
 async fn run_ceiling(b: &Bench) -> Row {
     let result = async {
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = free_addr();
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(exe);
         cmd.env(ROLE_ENV, "ceiling")
-            .env("SLUICE_BENCH_LISTEN", &addr);
-        let mut proc = Proc::spawn("ceiling", cmd, b.dir.path(), "ceiling")?;
-        proc.wait_ready(&format!("http://{addr}/healthz")).await?;
-        let url = format!("http://{addr}/sentry/webhook");
+            .env("SLUICE_BENCH_LISTEN", addr.to_string());
+        let log = b.dir.path().join("ceiling.log");
+        let mut proc = Process::spawn("ceiling", cmd, addr, Some(&log))?;
+        proc.wait_ready("/healthz", READY_WITHIN).await?;
+        let url = proc.url("/sentry/webhook");
         let run = load(&url, sentry_deliveries(b.n, "c"), b.connections, is_202).await;
         Ok(Measured {
             run,
-            rss_mib: proc.peak_rss_mib(),
+            rss_mib: peak_rss_mib(&proc),
         })
     }
     .await;
@@ -573,29 +429,10 @@ async fn run_ceiling(b: &Bench) -> Row {
     }
 }
 
-/// The `sluice` binary: `SLUICE_BIN`, else the one `cargo bench` built along with this benchmark
-/// (`CARGO_BIN_EXE_sluice`), else `sluice` in the parent of this benchmark's `deps/` directory.
-fn sluice_bin() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("SLUICE_BIN") {
-        return Ok(p.into());
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_sluice") {
-        return Ok(p.into());
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("sluice"))
-        .ok_or("no parent directory")?;
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} not found: run `cargo build --release --bin sluice` or set SLUICE_BIN",
-            p.display()
-        ))
-    }
+/// The `sluice` binary: `SLUICE_BIN`, else the one `cargo bench` built along with this
+/// benchmark (`CARGO_BIN_EXE_sluice`).
+fn sluice_bin() -> PathBuf {
+    std::env::var_os("SLUICE_BIN").map_or_else(util::process::sluice_bin, PathBuf::from)
 }
 
 /// The `storage.url` of a fresh SQLite file in `dir`.
@@ -603,19 +440,13 @@ fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("sluice.db").display())
 }
 
-fn write_sluice_config(
-    dir: &Path,
-    listen: &str,
-    sink_base: &str,
-    storage_url: &str,
-    extra: &str,
-) -> PathBuf {
-    let path = dir.join("routes.toml");
-    let text = format!(
+/// The benchmark's routes.toml, on any free loopback port (see `util::process::sluice_command`).
+fn sluice_config(sink_base: &str, storage_url: &str, extra: &str) -> String {
+    format!(
         r#"
 default_channel = "errors"
 [server]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 [sentry]
 client_secrets = ["{SECRET}"]
 [storage]
@@ -640,50 +471,45 @@ cooldown = "0s"
 environment = "production"
 channels = ["prod"]
 "#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
-/// Spawns the release `sluice` binary with its config, log and (SQLite) database in `dir`;
-/// `storage_url` is the database (`None`: a fresh SQLite file in `dir`). Returns the process
-/// and its base URL, without waiting for it.
+/// Spawns the release `sluice` binary with its config, log and (SQLite) database in `dir`, at
+/// its default log level; `storage_url` is the database (`None`: a fresh SQLite file in `dir`).
+/// Does not wait for it.
 fn spawn_sluice(
     b: &Bench,
     name: &str,
     dir: &Path,
     storage_url: Option<&str>,
     extra: &str,
-) -> Result<(Proc, String), String> {
+) -> Result<Process, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let addr = format!("127.0.0.1:{}", free_port());
     let storage_url = storage_url.map_or_else(|| sqlite_url(dir), str::to_string);
-    let config = write_sluice_config(dir, &addr, &b.sink_base, &storage_url, extra);
-    let bin = sluice_bin()?;
+    let text = sluice_config(&b.sink.base, &storage_url, extra);
+    let bin = sluice_bin();
     eprintln!("bench: {name}: sluice binary {}", bin.display());
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve").arg("-c").arg(&config);
-    let proc = Proc::spawn(name, cmd, dir, "sluice")?;
-    Ok((proc, format!("http://{addr}")))
+    let (cmd, addr) = util::process::sluice_command(&bin, &text, dir);
+    Process::spawn(name, cmd, addr, Some(&dir.join("sluice.log")))
 }
 
-/// Starts the release `sluice` binary on a fresh SQLite database in `dir`; returns it and its
-/// base URL once `/readyz` answers 200.
-async fn start_sluice(b: &Bench, dir: &Path, extra: &str) -> Result<(Proc, String), String> {
-    let (mut proc, base) = spawn_sluice(b, "sluice", dir, None, extra)?;
-    proc.wait_ready(&format!("{base}/readyz")).await?;
-    Ok((proc, base))
+/// Starts the release `sluice` binary on a fresh SQLite database in `dir`; returns it once
+/// `/readyz` answers 200.
+async fn start_sluice(b: &Bench, dir: &Path, extra: &str) -> Result<Process, String> {
+    let mut proc = spawn_sluice(b, "sluice", dir, None, extra)?;
+    proc.wait_ready("/readyz", READY_WITHIN).await?;
+    Ok(proc)
 }
 
 async fn run_sluice(b: &Bench) -> (Row, Option<Followup>) {
     let name = "sluice (sqlite)";
     let result = async {
-        let (proc, base) = start_sluice(b, &b.dir.path().join("sluice"), "").await?;
-        let url = format!("{base}/sentry/webhook");
-        let before = b.sink.received();
+        let proc = start_sluice(b, &b.dir.path().join("sluice"), "").await?;
+        let url = proc.url("/sentry/webhook");
+        let before = b.accepted();
         let run = load(&url, sentry_deliveries(b.n, "a"), b.connections, is_202).await;
-        let rss_mib = proc.peak_rss_mib();
-        let followup = drain_and_probe(b, name, &[base], before, Vec::new()).await;
+        let rss_mib = peak_rss_mib(&proc);
+        let followup = drain_and_probe(b, name, &[proc.url("")], before, Vec::new()).await;
         Ok((Measured { run, rss_mib }, followup))
     }
     .await;
@@ -723,16 +549,6 @@ async fn scratch_postgres() -> Result<ScratchPostgres, String> {
     }
 }
 
-/// The role `/readyz` reports (`leader` or `follower`), when it answers 200.
-async fn readyz_role(client: &reqwest::Client, base: &str) -> Option<String> {
-    let resp = client.get(format!("{base}/readyz")).send().await.ok()?;
-    if resp.status() != StatusCode::OK {
-        return None;
-    }
-    let v: Value = resp.json().await.ok()?;
-    (v["status"] == "ready").then(|| v["role"].as_str().unwrap_or("?").to_string())
-}
-
 /// `replicas` `sluice serve` processes sharing one fresh scratch PostgreSQL database, each on
 /// its own loopback port; the load goes to them round-robin.
 async fn run_sluice_postgres(
@@ -746,24 +562,21 @@ async fn run_sluice_postgres(
         let db = scratch_postgres().await?;
         // Spawn them all before waiting for any, so they start (and migrate) together.
         let mut procs = Vec::new();
-        let mut bases = Vec::new();
         for r in 1..=replicas {
             let dir = b.dir.path().join(format!("{tag}-replica-{r}"));
-            let (proc, base) =
-                spawn_sluice(b, &format!("sluice replica {r}"), &dir, Some(db.url()), "")?;
-            procs.push(proc);
-            bases.push(base);
+            let name = format!("sluice replica {r}");
+            procs.push(spawn_sluice(b, &name, &dir, Some(db.url()), "")?);
         }
-        for (proc, base) in procs.iter_mut().zip(&bases) {
-            proc.wait_ready(&format!("{base}/readyz")).await?;
+        for proc in &mut procs {
+            proc.wait_ready("/readyz", READY_WITHIN).await?;
         }
+        let bases: Vec<String> = procs.iter().map(|p| p.url("")).collect();
         // Ready is not leading: wait until one replica leads (runs the delivery worker).
-        let client = reqwest::Client::new();
         let start = Instant::now();
         let roles = loop {
             let mut roles = Vec::new();
-            for base in &bases {
-                roles.push(readyz_role(&client, base).await);
+            for proc in &procs {
+                roles.push(proc.role().await);
             }
             let leaders = roles.iter().flatten().filter(|r| *r == "leader").count();
             if leaders >= 1 && roles.iter().all(Option::is_some) {
@@ -797,9 +610,9 @@ async fn run_sluice_postgres(
             .iter()
             .map(|base| format!("{base}/sentry/webhook"))
             .collect();
-        let before = b.sink.received();
+        let before = b.accepted();
         let run = load_round_robin(&urls, sentry_deliveries(b.n, tag), b.connections, is_202).await;
-        let peaks: Vec<f64> = procs.iter().map(Proc::peak_rss_mib).collect();
+        let peaks: Vec<f64> = procs.iter().map(peak_rss_mib).collect();
         if replicas > 1 {
             notes.push(format!(
                 "peak RSS per replica (the table shows their sum): {} MiB",
@@ -812,13 +625,7 @@ async fn run_sluice_postgres(
         }
         let followup = drain_and_probe(b, name, &bases, before, notes).await;
         for proc in &mut procs {
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}): {}",
-                    proc.name,
-                    proc.log_tail()
-                ));
-            }
+            proc.check_running()?;
         }
         Ok((
             Measured {
@@ -949,31 +756,27 @@ async fn drain_and_probe(
     sink_before: u64,
     notes: Vec<String>,
 ) -> Followup {
-    let sink = &b.sink;
     let want = sink_before + b.n as u64;
     let drain_start = Instant::now();
-    let (mut last_count, mut last_arrival) = (sink.received(), drain_start);
-    while sink.received() < want
+    let (mut last_count, mut last_arrival) = (b.accepted(), drain_start);
+    while b.accepted() < want
         && last_arrival.elapsed() < Duration::from_secs(5)
         && drain_start.elapsed() < Duration::from_secs(60)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if sink.received() != last_count {
-            (last_count, last_arrival) = (sink.received(), Instant::now());
+        if b.accepted() != last_count {
+            (last_count, last_arrival) = (b.accepted(), Instant::now());
         }
     }
     let drained_after = last_arrival.duration_since(drain_start);
-    let delivered_by_load = sink.received() - sink_before;
+    let delivered_by_load = b.accepted() - sink_before;
     let accounting = read_accounting(bases).await;
     let mut latencies = Vec::new();
     let mut probe_errors = 0;
     let client = reqwest::Client::new();
     for (i, d) in probe_deliveries(30).into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let before = sink.received();
-        let arrived = sink.arrived.notified();
-        tokio::pin!(arrived);
-        arrived.as_mut().enable();
+        let before = b.sink.accepted_count();
         let url = format!("{}/sentry/webhook", bases[i % bases.len()]);
         let mut req = client.post(url).body(d.body);
         for (k, v) in &d.headers {
@@ -987,16 +790,10 @@ async fn drain_and_probe(
                 continue;
             }
         }
-        while sink.received() == before {
-            if tokio::time::timeout(Duration::from_secs(10), arrived.as_mut())
-                .await
-                .is_err()
-            {
-                break;
-            }
-            arrived.set(sink.arrived.notified());
-            arrived.as_mut().enable();
-        }
+        // At most 10 s: a probe that never reaches Slack is timed at that.
+        b.sink
+            .until_accepted(before + 1, Duration::from_secs(10))
+            .await;
         latencies.push(t.elapsed());
     }
     latencies.sort();
@@ -1053,26 +850,27 @@ async fn run_alertmanager(b: &Bench) -> (Row, Option<String>) {
         let dir = b.dir.path().join("alertmanager");
         std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
         let config = dir.join("alertmanager.yml");
-        std::fs::write(&config, alertmanager_config(&b.sink_base)).map_err(|e| e.to_string())?;
-        let addr = format!("127.0.0.1:{}", free_port());
+        std::fs::write(&config, alertmanager_config(&b.sink.base)).map_err(|e| e.to_string())?;
+        let addr = free_addr();
         let mut cmd = Command::new(&bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--cluster.listen-address=");
-        let mut proc = Proc::spawn(name, cmd, &dir, "alertmanager")?;
-        proc.wait_ready(&format!("http://{addr}/-/ready")).await?;
-        let url = format!("http://{addr}/api/v2/alerts");
+        let log = dir.join("alertmanager.log");
+        let mut proc = Process::spawn(name, cmd, addr, Some(&log))?;
+        proc.wait_ready("/-/ready", READY_WITHIN).await?;
+        let url = proc.url("/api/v2/alerts");
         let work = alertmanager_alerts(b.n, "m", b.delivery_size);
         let size = work[0].body.len();
-        let before = b.sink.received();
+        let before = b.accepted();
         let run = load(&url, work, b.connections, is_2xx).await;
-        let rss_mib = proc.peak_rss_mib();
+        let rss_mib = peak_rss_mib(&proc);
         // Let its first group_wait pass, to show the route tree reaches the sink.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let notes = format!(
             "alertmanager: one alert of {size} B per request; {} grouped notifications reached the sink within 2 s after the load",
-            b.sink.received() - before
+            b.accepted() - before
         );
         Ok((Measured { run, rss_mib }, notes))
     }
@@ -1100,21 +898,21 @@ async fn run_naive(b: &Bench) -> Row {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/naive_relay.py");
     let result = async {
-        let port = free_port();
+        let addr = free_addr();
         let mut cmd = Command::new(&python);
         cmd.arg(script)
-            .arg(port.to_string())
-            .arg(&b.sink_base)
+            .arg(addr.port().to_string())
+            .arg(&b.sink.base)
             .env("SENTRY_CLIENT_SECRET", SECRET);
+        let log = b.dir.path().join("naive.log");
         let mut proc =
-            Proc::spawn(name, cmd, b.dir.path(), "naive").map_err(|e| format!("skipped: {e}"))?;
-        proc.wait_ready(&format!("http://127.0.0.1:{port}/healthz"))
-            .await?;
-        let url = format!("http://127.0.0.1:{port}/sentry/webhook");
+            Process::spawn(name, cmd, addr, Some(&log)).map_err(|e| format!("skipped: {e}"))?;
+        proc.wait_ready("/healthz", READY_WITHIN).await?;
+        let url = proc.url("/sentry/webhook");
         let run = load(&url, sentry_deliveries(b.n, "n"), b.connections, is_202).await;
         Ok(Measured {
             run,
-            rss_mib: proc.peak_rss_mib(),
+            rss_mib: peak_rss_mib(&proc),
         })
     }
     .await;
@@ -1124,22 +922,21 @@ async fn run_naive(b: &Bench) -> Row {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-/// Sluice ingesting the same kind of load while the sink (Slack) answers `mode`: ingest must
-/// not slow down, whatever Slack does.
-async fn run_sluice_with_slack(b: &Bench, name: &'static str, mode: u8, tag: &str) -> Row {
+/// Sluice ingesting the same kind of load while the sink (Slack) answers every request with
+/// `reply`: ingest must not slow down, whatever Slack does.
+async fn run_sluice_with_slack(b: &Bench, name: &'static str, reply: Reply, tag: &str) -> Row {
     let result = async {
-        let (proc, base) = start_sluice(b, &b.dir.path().join(tag), "").await?;
-        b.sink.mode.store(mode, Ordering::SeqCst);
-        let url = format!("{base}/sentry/webhook");
+        let proc = start_sluice(b, &b.dir.path().join(tag), "").await?;
+        b.sink.set_default(reply);
+        let url = proc.url("/sentry/webhook");
         let run = load(&url, sentry_deliveries(b.n, tag), b.connections, is_202).await;
-        b.sink.mode.store(SINK_OK, Ordering::SeqCst);
         Ok(Measured {
             run,
-            rss_mib: proc.peak_rss_mib(),
+            rss_mib: peak_rss_mib(&proc),
         })
     }
     .await;
-    b.sink.mode.store(SINK_OK, Ordering::SeqCst);
+    b.sink.set_default(Reply::Ok);
     Row { name, result }
 }
 
@@ -1166,38 +963,23 @@ name = "storm"
 project = "storm"
 channels = ["storm"]
 "#
-    .replace("SINK", &b.sink_base);
-    let (_proc, base) = start_sluice(b, &b.dir.path().join("storm"), &extra).await?;
-    let start = b.sink.arrivals.lock().unwrap().len();
+    .replace("SINK", &b.sink.base);
+    let proc = start_sluice(b, &b.dir.path().join("storm"), &extra).await?;
+    let start = b.sink.received_count();
     let requests = signed_deliveries((0..EVENTS).map(|i| EventSpec {
         project: "storm".into(),
         environment: "production",
         issue: format!("{}", 7_000_000 + i % ISSUES),
         event_id: format!("5707{i:028x}"),
     }));
-    let run = load(
-        &format!("{base}/sentry/webhook"),
-        requests,
-        b.connections,
-        is_202,
-    )
-    .await;
+    let url = proc.url("/sentry/webhook");
+    let run = load(&url, requests, b.connections, is_202).await;
     // Let the worker work through what is due (follow-ups wait for the 30 min cooldown).
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let arrivals: Vec<Instant> = b.sink.arrivals.lock().unwrap()[start..]
-        .iter()
-        .filter(|(name, _)| name == "storm")
-        .map(|(_, t)| *t)
-        .collect();
-    let mut max_per_second = 0;
-    let mut lo = 0;
-    for hi in 0..arrivals.len() {
-        while arrivals[hi] - arrivals[lo] >= Duration::from_secs(1) {
-            lo += 1;
-        }
-        max_per_second = max_per_second.max(hi - lo + 1);
-    }
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let received = &b.sink.received()[start..];
+    let messages = received.iter().filter(|r| r.path == "hooks/storm").count();
+    let max_per_second = util::max_in_window(received, "hooks/storm", Duration::from_secs(1));
+    let metrics = reqwest::get(proc.url("/metrics"))
         .await
         .map_err(|e| e.to_string())?
         .text()
@@ -1212,7 +994,7 @@ channels = ["storm"]
         events: EVENTS,
         issues: ISSUES,
         errors: run.errors,
-        messages: arrivals.len(),
+        messages,
         max_per_second,
         terms,
     })
@@ -1461,13 +1243,12 @@ fn main() {
 
 async fn bench_main() {
     sluice::slack::transport::install_crypto_provider();
-    let (sink, sink_base) = start_sink().await;
+    let sink = FakeSlack::start().await;
     let b = Bench {
         n: env_usize("BENCH_REQUESTS", 10_000),
         connections: env_usize("BENCH_CONNECTIONS", 64),
         dir: tempfile::tempdir().unwrap(),
         sink,
-        sink_base,
         delivery_size: sentry_deliveries(1, "s")[0].body.len(),
     };
     // One target at a time, each stopped before the next starts.
@@ -1484,8 +1265,11 @@ async fn bench_main() {
     let (am_row, am_note) = run_alertmanager(&b).await;
     rows.push(am_row);
     rows.push(run_naive(&b).await);
-    rows.push(run_sluice_with_slack(&b, "sluice, Slack 429", SINK_THROTTLED, "t").await);
-    rows.push(run_sluice_with_slack(&b, "sluice, Slack 503", SINK_DOWN, "d").await);
+    let throttled = Reply::RateLimited {
+        retry_after_secs: 1,
+    };
+    rows.push(run_sluice_with_slack(&b, "sluice, Slack 429", throttled, "t").await);
+    rows.push(run_sluice_with_slack(&b, "sluice, Slack 503", Reply::ServerError, "d").await);
     let storm = run_storm(&b).await;
 
     print_table(&b, &rows);

@@ -1,9 +1,12 @@
 //! A fake Slack on port 0: records every request and answers what the test told it to —
-//! success, 429 with Retry-After, 5xx, or one of Slack's error strings — for both incoming
+//! success, 429 with Retry-After, 503, or one of Slack's error strings — for both incoming
 //! webhooks (`/hooks/{name}`) and the Web API (`/api/chat.postMessage`, `/api/chat.update`).
 //! Like Slack, `chat.postMessage` answers with the channel's id (a name gets a stable id of
 //! its own, [`FakeSlack::channel_id`]) and `chat.update` refuses a channel name with
 //! `channel_not_found`.
+//!
+//! The benchmark's Slack stand-in too: it counts without copying ([`FakeSlack::accepted_count`])
+//! and answers every request 429 or 503 when told to ([`FakeSlack::set_default`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,7 @@ pub enum Reply {
     Ok,
     /// HTTP 429 with `Retry-After: secs`.
     RateLimited { retry_after_secs: u64 },
-    /// HTTP 500.
+    /// HTTP 503 without `Retry-After` (Slack down), for webhooks and the Web API alike.
     ServerError,
     /// Slack's permanent error string: 404 + text for webhooks, `ok:false` for the Web API.
     SlackError(&'static str),
@@ -174,16 +177,36 @@ impl FakeSlack {
             .collect()
     }
 
+    /// How many requests arrived so far, whatever the answer.
+    pub fn received_count(&self) -> usize {
+        self.inner.received.lock().unwrap().len()
+    }
+
+    /// How many requests the fake accepted (answered `Ok`) so far; [`accepted`](Self::accepted)
+    /// without copying them.
+    pub fn accepted_count(&self) -> usize {
+        let received = self.inner.received.lock().unwrap();
+        received.iter().filter(|r| r.reply == "Ok").count()
+    }
+
     /// Waits until at least `n` requests were accepted, or panics after `timeout`.
     pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        self.wait_until(timeout, |f| f.accepted().len() >= n).await;
+        if !self.until_accepted(n, timeout).await {
+            self.not_met(timeout);
+        }
         self.accepted()
+    }
+
+    /// [`wait_accepted`](Self::wait_accepted) that does not panic: whether `n` requests were
+    /// accepted within `timeout` (of real time).
+    pub async fn until_accepted(&self, n: usize, timeout: Duration) -> bool {
+        self.reached(timeout, |f| f.accepted_count() >= n).await
     }
 
     /// Waits until at least `n` requests arrived, whatever the answer, or panics after
     /// `timeout`.
     pub async fn wait_received(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        self.wait_until(timeout, |f| f.received().len() >= n).await;
+        self.wait_until(timeout, |f| f.received_count() >= n).await;
         self.received()
     }
 
@@ -199,18 +222,31 @@ impl FakeSlack {
     /// Waits for `done`, looking again at each request that arrives; panics after `timeout`
     /// of real time (Tokio's clock may be paused).
     async fn wait_until(&self, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        if !self.reached(timeout, done).await {
+            self.not_met(timeout);
+        }
+    }
+
+    /// Panics: what the fake was waiting for did not happen within `timeout`.
+    fn not_met(&self, timeout: Duration) -> ! {
+        panic!(
+            "fake Slack: condition not met within {timeout:?}; received {:#?}",
+            self.received()
+        );
+    }
+
+    /// Whether `done` holds within `timeout` of real time, looking again at each request that
+    /// arrives (and every 100 ms).
+    async fn reached(&self, timeout: Duration, done: impl Fn(&Self) -> bool) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let arrived = self.inner.arrived.notified();
             if done(self) {
-                return;
+                return true;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                panic!(
-                    "fake Slack: condition not met within {timeout:?}; received {:#?}",
-                    self.received()
-                );
+                return false;
             }
             tokio::select! {
                 _ = arrived => {}
@@ -261,13 +297,11 @@ fn answer(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes) -
 /// What real Slack answers whatever the script says: `chat.update` accepts only a channel id,
 /// so one addressed to a channel name is refused with `channel_not_found`.
 fn as_slack_would(path: &str, body: &Bytes, reply: Reply) -> Reply {
-    let channel = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null)["channel"]
-        .as_str()
-        .map(str::to_string);
-    if path == "api/chat.update"
-        && matches!(reply, Reply::Ok)
-        && !channel.as_deref().is_some_and(is_channel_id)
-    {
+    if path != "api/chat.update" || !matches!(reply, Reply::Ok) {
+        return reply;
+    }
+    let body = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    if !body["channel"].as_str().is_some_and(is_channel_id) {
         return Reply::SlackError("channel_not_found");
     }
     reply
@@ -325,7 +359,9 @@ async fn webhook(
             "rate_limited",
         )
             .into_response(),
-        Reply::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error").into_response(),
+        Reply::ServerError => {
+            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").into_response()
+        }
         Reply::SlackError(error) => (StatusCode::NOT_FOUND, error).into_response(),
     }
 }

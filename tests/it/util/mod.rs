@@ -1,11 +1,15 @@
 //! Test harness: real payloads, signing, a Sluice server on port 0 (in-process or as the real
 //! binary), and the fake Slack.
+//!
+//! The one test kit: the benchmark (benches/ingest.rs) compiles this module too, for its Slack
+//! stand-in, payloads, signing and processes. So nothing here may name the test binary's own
+//! modules (`crate::…`, `super::` from this file).
 
 pub mod fake_slack;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -17,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use fake_slack::{FakeSlack, Reply};
+pub use process::Process;
 
 /// The client secret the test configs use.
 pub const SECRET: &str = "test-client-secret";
@@ -455,21 +460,23 @@ pub async fn try_post_signed_at(
     secret: &str,
     now: i64,
 ) -> Option<(StatusCode, Value)> {
-    try_post(
-        url,
-        &[
-            ("content-type", "application/json".to_string()),
-            ("sentry-hook-resource", resource.to_string()),
-            ("sentry-hook-timestamp", now.to_string()),
-            (
-                "sentry-hook-signature",
-                sluice::sentry::sign(body, secret.as_bytes()),
-            ),
-            ("request-id", "test-request".to_string()),
-        ],
-        body,
-    )
-    .await
+    let mut headers = signed_headers(resource, body, secret);
+    headers.push(("sentry-hook-timestamp", now.to_string()));
+    headers.push(("request-id", "test-request".to_string()));
+    try_post(url, &headers, body).await
+}
+
+/// The headers that make `body` a Sentry delivery of `resource`: content type, resource and
+/// `Sentry-Hook-Signature` (HMAC-SHA256 under `secret`). No timestamp or request id.
+pub fn signed_headers(resource: &str, body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/json".to_string()),
+        ("sentry-hook-resource", resource.to_string()),
+        (
+            "sentry-hook-signature",
+            sluice::sentry::sign(body, secret.as_bytes()),
+        ),
+    ]
 }
 
 /// POSTs `body` with exactly `headers`.
@@ -499,7 +506,21 @@ pub async fn try_post(
 
 /// An `event_alert` body for `issue_id` with a distinct `event_id` in `project`/`environment`.
 pub fn event_alert(issue_id: &str, event_id: &str, project: &str, environment: &str) -> Vec<u8> {
-    let mut v = fixture_json("event_alert.triggered.json");
+    let template = fixture_json("event_alert.triggered.json");
+    let v = event_alert_json(&template, issue_id, event_id, project, environment);
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// [`event_alert`] as JSON, made from `template` (the `event_alert.triggered.json` fixture,
+/// read once by a caller that makes many).
+pub fn event_alert_json(
+    template: &Value,
+    issue_id: &str,
+    event_id: &str,
+    project: &str,
+    environment: &str,
+) -> Value {
+    let mut v = template.clone();
     let event = &mut v["data"]["event"];
     event["issue_id"] = issue_id.into();
     event["event_id"] = event_id.into();
@@ -509,125 +530,7 @@ pub fn event_alert(issue_id: &str, event_id: &str, project: &str, environment: &
     event["web_url"] =
         format!("https://sentry.io/organizations/test-org/issues/{issue_id}/events/{event_id}/")
             .into();
-    serde_json::to_vec(&v).unwrap()
-}
-
-/// The real `sluice` binary, started with a config file; killable with SIGKILL.
-pub struct Process {
-    child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-}
-
-impl Process {
-    /// Starts `sluice serve -c config` listening on a free loopback port and waits until
-    /// `/readyz` answers 200.
-    pub async fn start(config_text: &str, scratch: &Scratch) -> Self {
-        Self::start_with(config_text, scratch, |_| {}).await
-    }
-
-    /// [`start`](Self::start), with the command changed by `customize` first (limits, a
-    /// signal disposition).
-    pub async fn start_with(
-        config_text: &str,
-        scratch: &Scratch,
-        customize: impl FnOnce(&mut Command),
-    ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let text = config_text.replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-        let path = scratch.write_config(&text);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(["serve", "-c"])
-            .arg(&path)
-            .env("SLUICE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        customize(&mut command);
-        let child = command.spawn().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        // Killed on drop, also when it never becomes ready.
-        let process = Self { child, addr };
-        let ready = process.url("/readyz");
-        sluice::slack::transport::install_crypto_provider();
-        let what = format!("sluice ready at {addr}");
-        eventually(Duration::from_secs(10), &what, || async {
-            let r = reqwest::get(&ready).await.ok()?;
-            (r.status() == StatusCode::OK).then_some(())
-        })
-        .await;
-        process
-    }
-
-    /// Sends `signal` (`HUP`, `TERM`, …) with kill(1).
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits (up to `timeout`) for the process to exit; returns its exit code.
-    pub async fn wait_exit(mut self, timeout: Duration) -> Option<i32> {
-        eventually(timeout, "sluice exits", || {
-            std::future::ready(self.child.try_wait().unwrap().map(|s| s.code()))
-        })
-        .await
-    }
-
-    /// `http://addr/path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// What `/readyz` says this replica is (`leader` or `follower`); `None` when it does not
-    /// answer 200.
-    pub async fn role(&self) -> Option<String> {
-        let reply = reqwest::get(self.url("/readyz")).await.ok()?;
-        if reply.status() != StatusCode::OK {
-            return None;
-        }
-        let body: Value = reply.json().await.ok()?;
-        body["role"].as_str().map(str::to_string)
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `kill -9`: no shutdown code runs.
-    pub fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// POSTs a delivery signed with [`SECRET`].
-    pub async fn deliver(&self, resource: &str, body: &[u8]) -> (StatusCode, Value) {
-        post_signed(
-            &format!("http://{}/sentry/webhook", self.addr),
-            resource,
-            body,
-            SECRET,
-        )
-        .await
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    v
 }
 
 /// A Sentry event id (32 hex digits) made from `n`.
