@@ -40,20 +40,6 @@ fn config_with_server(slack: &FakeSlack, scratch: &Scratch, keys: &str) -> Confi
     Config::load(&path).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
-/// The value of `series` (the whole name with labels) on `/metrics`.
-async fn metric(server: &TestServer, series: &str) -> Option<u64> {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
 /// An answer read off a raw connection.
 #[derive(Debug)]
 struct Raw {
@@ -237,12 +223,10 @@ async fn a_head_sent_one_byte_at_a_time_is_cut_off_after_the_header_timeout() {
         String::from_utf8_lossy(&got)
     );
     assert_eq!(
-        metric(
-            &server,
-            "sluice_http_connections_closed_total{reason=\"header_timeout\"}"
-        )
-        .await,
-        Some(1)
+        server
+            .metric("sluice_http_connections_closed_total{reason=\"header_timeout\"}")
+            .await,
+        Some(1.0)
     );
     server.stop().await;
 }
@@ -274,12 +258,10 @@ async fn a_kept_alive_connection_outlives_the_header_timeout_but_not_the_idle_ti
     tokio::time::advance(idle).await;
     assert!(wait_closed(&mut conn).await.is_empty());
     assert_eq!(
-        metric(
-            &server,
-            "sluice_http_connections_closed_total{reason=\"idle_timeout\"}"
-        )
-        .await,
-        Some(1)
+        server
+            .metric("sluice_http_connections_closed_total{reason=\"idle_timeout\"}")
+            .await,
+        Some(1.0)
     );
     server.stop().await;
 }
@@ -306,12 +288,10 @@ async fn a_declared_length_over_the_limit_gets_413_before_any_body_is_sent() {
     let body: Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["error"], reason);
     assert_eq!(
-        metric(
-            &server,
-            "sluice_webhooks_total{resource=\"event_alert\",outcome=\"too_large\"}"
-        )
-        .await,
-        Some(1)
+        server
+            .metric("sluice_webhooks_total{resource=\"event_alert\",outcome=\"too_large\"}")
+            .await,
+        Some(1.0)
     );
     // The operator hears of it in ops_channel (default_channel, `errors`).
     slack.wait_until_path("hooks/errors", 1, WAIT).await;
@@ -539,12 +519,10 @@ async fn a_stalled_body_gets_408_and_holds_the_only_turn_until_then() {
     let (status, reply) = within(WAIT, "B's answer", waiting).await.unwrap();
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     assert_eq!(
-        metric(
-            &server,
-            "sluice_webhooks_total{resource=\"event_alert\",outcome=\"timeout\"}"
-        )
-        .await,
-        Some(1)
+        server
+            .metric("sluice_webhooks_total{resource=\"event_alert\",outcome=\"timeout\"}")
+            .await,
+        Some(1.0)
     );
     server.stop().await;
 }
@@ -588,12 +566,10 @@ async fn a_body_trickling_past_the_request_timeout_gets_503() {
         .expect("Sentry-Hook-Error");
     assert!(reason.contains("server.request_timeout (1s)"), "{reason}");
     assert_eq!(
-        metric(
-            &server,
-            "sluice_webhooks_total{resource=\"event_alert\",outcome=\"timeout\"}"
-        )
-        .await,
-        Some(1)
+        server
+            .metric("sluice_webhooks_total{resource=\"event_alert\",outcome=\"timeout\"}")
+            .await,
+        Some(1.0)
     );
     server.stop().await;
 }
@@ -621,17 +597,16 @@ async fn at_max_connections_idle_connections_make_room_for_a_new_one() {
     }
     drop(fresh);
     assert_eq!(
-        metric(
-            &server,
-            "sluice_http_connections_closed_total{reason=\"shed\"}"
-        )
-        .await,
-        Some(2)
+        server
+            .metric("sluice_http_connections_closed_total{reason=\"shed\"}")
+            .await,
+        Some(2.0)
     );
     assert!(
-        metric(&server, "sluice_http_connection_limit_reached_total")
+        server
+            .metric("sluice_http_connection_limit_reached_total")
             .await
-            .is_some_and(|n| n >= 1)
+            .is_some_and(|n| n >= 1.0)
     );
     server.stop().await;
 }

@@ -425,16 +425,7 @@ where
         .map(|r| DB::rows_affected(&r))?
             == 1;
         if new {
-            Self::insert_outbox(
-                &mut tx,
-                channel,
-                "",
-                message.kind(),
-                &to_json(message)?,
-                0,
-                now_ms,
-            )
-            .await?;
+            Self::queue_unbound_row(&mut tx, channel, message, now_ms).await?;
         }
         tx.commit().await?;
         w.committed();
@@ -464,8 +455,7 @@ where
         .map(|r| DB::rows_affected(&r))?
             == 1;
         if due {
-            let payload = to_json(message)?;
-            Self::insert_outbox(&mut tx, channel, "", message.kind(), &payload, 0, now_ms).await?;
+            Self::queue_unbound_row(&mut tx, channel, message, now_ms).await?;
         }
         tx.commit().await?;
         w.committed();
@@ -488,12 +478,23 @@ where
             .map(|r| DB::rows_affected(&r))?
             == 1;
         if reported {
-            let payload = to_json(message)?;
-            Self::insert_outbox(&mut tx, channel, "", message.kind(), &payload, 0, now_ms).await?;
+            Self::queue_unbound_row(&mut tx, channel, message, now_ms).await?;
         }
         tx.commit().await?;
         w.committed();
         Ok(reported)
+    }
+
+    /// Queues `message` for `channel` as a row that stands for no occurrence and no issue (a
+    /// notice or a digest).
+    async fn queue_unbound_row(
+        conn: &mut DB::Connection,
+        channel: &str,
+        message: &OutboxMessage,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let payload = to_json(message)?;
+        Self::insert_outbox(conn, channel, "", message.kind(), &payload, 0, now_ms).await
     }
 
     /// Queues one outbox row, due now.

@@ -261,7 +261,10 @@ impl TestServer {
                 if server.handle.is_finished() {
                     return Some(());
                 }
-                let rounds = server.metric("sluice_delivery_rounds_total").await;
+                let rounds = server
+                    .metric("sluice_delivery_rounds_total")
+                    .await
+                    .unwrap_or(0.0);
                 (rounds >= 1.0).then_some(())
             },
         )
@@ -292,18 +295,17 @@ impl TestServer {
             .expect("request to sluice")
     }
 
-    /// A number read from `/metrics` (`name` with its labels, as printed), 0 when absent.
-    pub async fn metric(&self, name: &str) -> f64 {
+    /// A number read from `/metrics` (`name` with its labels, as printed); `None` when absent.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
         sluice::slack::transport::install_crypto_provider();
         let text = reqwest::get(self.url("/metrics"))
             .await
-            .unwrap()
+            .ok()?
             .text()
             .await
-            .unwrap();
+            .ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
     }
 
     /// Advances Tokio's (held) clock by `by`, at least the delivery worker's longest wait
@@ -319,18 +321,30 @@ impl TestServer {
             "advance at least one idle poll"
         );
         eventually(Duration::from_secs(10), "no send in flight", || async {
-            let in_flight = self.metric("sluice_delivery_channels_in_flight").await;
+            let in_flight = self
+                .metric("sluice_delivery_channels_in_flight")
+                .await
+                .unwrap_or(0.0);
             (in_flight == 0.0).then_some(())
         })
         .await;
-        let rounds = self.metric("sluice_delivery_rounds_total").await;
+        let rounds = self
+            .metric("sluice_delivery_rounds_total")
+            .await
+            .unwrap_or(0.0);
         tokio::time::advance(by).await;
         eventually(
             Duration::from_secs(10),
             "the delivery worker settles",
             || async {
-                let now = self.metric("sluice_delivery_rounds_total").await;
-                let in_flight = self.metric("sluice_delivery_channels_in_flight").await;
+                let now = self
+                    .metric("sluice_delivery_rounds_total")
+                    .await
+                    .unwrap_or(0.0);
+                let in_flight = self
+                    .metric("sluice_delivery_channels_in_flight")
+                    .await
+                    .unwrap_or(0.0);
                 (now > rounds && in_flight == 0.0).then_some(())
             },
         )
