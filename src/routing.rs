@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
-use crate::config::{Config, DEFAULT_COOLDOWN, RouteConfig};
+use crate::config::{ActionKind, Config, DEFAULT_BREAKTHROUGH, DEFAULT_COOLDOWN, RouteConfig};
 
 /// The routes of one [`Config`], ready to match. Building it is infallible because the config
 /// was validated (globs, regexes and level specs are compiled at load time).
@@ -45,6 +45,21 @@ pub struct Target {
     /// Whether the alert counts in this channel's weekly digest (the route's `digest`; true for
     /// the default channel).
     pub digest: bool,
+    /// The route's `actions`: which buttons its messages carry (`None`: all the configuration
+    /// allows). Stored with the message, so rows queued before this field existed read `None`.
+    #[serde(default)]
+    pub actions: Option<Vec<ActionKind>>,
+    /// The route's `comments`: Sentry comments go to the thread.
+    #[serde(default)]
+    pub comments: bool,
+    /// The route's `breakthrough` thresholds (occurrences within a cooldown that let a spike
+    /// through).
+    #[serde(default = "default_breakthrough")]
+    pub breakthrough: Vec<u64>,
+}
+
+fn default_breakthrough() -> Vec<u64> {
+    DEFAULT_BREAKTHROUGH.to_vec()
 }
 
 impl Router {
@@ -110,6 +125,9 @@ impl Router {
                     mention: mention.clone(),
                     cooldown_secs: route.cooldown.as_secs(),
                     digest: route.digest,
+                    actions: route.actions.clone(),
+                    comments: route.comments,
+                    breakthrough: route.breakthrough.clone(),
                 });
             }
         }
@@ -127,6 +145,9 @@ impl Router {
             mention: None,
             cooldown_secs: DEFAULT_COOLDOWN.as_secs(),
             digest: true,
+            actions: None,
+            comments: false,
+            breakthrough: default_breakthrough(),
         }
     }
 }
@@ -244,6 +265,9 @@ console = true
                 mention: None,
                 cooldown_secs: 1_800,
                 digest: true,
+                actions: None,
+                comments: false,
+                breakthrough: vec![10, 100, 1000],
             }]
         );
         assert!(r.matching_routes(&alert()).is_empty());

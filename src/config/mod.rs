@@ -82,6 +82,8 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://sluice.db";
 /// Default `slack.api_base`.
 pub const DEFAULT_SLACK_API_BASE: &str = "https://slack.com/api";
+/// Default `sentry.api_base`.
+pub const DEFAULT_SENTRY_API_BASE: &str = "https://sentry.io";
 /// Default `slack.max_retry_after`: the longest `Retry-After` honoured, one hour.
 pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 /// Default `digest.schedule`: Mondays at 09:00 in `digest.timezone`.
@@ -171,6 +173,19 @@ pub struct SentryConfig {
     /// `[sentry.projects]`: numeric Sentry project id → project slug, for payloads that carry only
     /// the id. Default empty.
     pub projects: HashMap<String, String>,
+    /// `api_token`: the token of Sentry's internal integration (Issue & Event read/write,
+    /// Member read), for the buttons that act on Sentry issues. Unset or empty: no Sentry
+    /// button is shown.
+    pub api_token: Option<Secret>,
+    /// `api_base`: Sentry's web address, without a trailing `/`. Default `"https://sentry.io"`;
+    /// self-hosted Sentry, or a test double.
+    pub api_base: String,
+    /// `organization`: the organization slug for API calls about an issue whose link names
+    /// none (`https://acme.sentry.io/…` and `…/organizations/acme/…` name one).
+    pub organization: Option<String>,
+    /// `api_timeout`: how long one Sentry API request may take before it is retried. Default
+    /// `"10s"`.
+    pub api_timeout: Duration,
 }
 
 impl SentryConfig {
@@ -239,6 +254,10 @@ pub struct SlackConfig {
     /// `bot_token`: the bot token (`xoxb-…`) for channels that name a `slack_channel`. Unset or
     /// empty: no Web API channel may be configured.
     pub bot_token: Option<Secret>,
+    /// `signing_secrets`: the Slack app's signing secrets (several during a rotation: any one
+    /// matching is enough). Set: `POST /slack/interactions` takes clicks and messages carry
+    /// buttons. Unset or empty: no buttons, and the endpoint answers `404`.
+    pub signing_secrets: Vec<Secret>,
     /// `api_base`: the Web API base URL, without a trailing `/`. Default
     /// `"https://slack.com/api"`; tests point it at a fake Slack.
     pub api_base: String,
@@ -333,6 +352,60 @@ pub struct RouteConfig {
     pub mention_level: Option<LevelSpec>,
     /// `digest`: whether issues routed here count in the channels' weekly digest. Default true.
     pub digest: bool,
+    /// `actions`: the buttons on this route's messages in Web API channels. `None` (not set):
+    /// every one the configuration allows; `Some([])`: none.
+    pub actions: Option<Vec<ActionKind>>,
+    /// `comments`: Sentry comments on an issue are posted as replies in its thread (Web API
+    /// channels). Default false.
+    pub comments: bool,
+    /// `breakthrough`: occurrences within a cooldown at which a spike follow-up goes out
+    /// anyway, ascending; a mute is broken through only at the last. Default
+    /// [`DEFAULT_BREAKTHROUGH`]; `[]` turns it off.
+    pub breakthrough: Vec<u64>,
+}
+
+/// The default `breakthrough` thresholds of a route.
+pub const DEFAULT_BREAKTHROUGH: [u64; 3] = [10, 100, 1000];
+
+/// A button a route may put on its messages (`actions = [...]`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// `Resolve` (and, once resolved, `Unresolve`): Sentry's API.
+    Resolve,
+    /// `Archive` with a menu of how long: Sentry's API.
+    Archive,
+    /// `Assign to me`: Sentry's API.
+    Assign,
+    /// `Mute here`: Sluice's own, no API.
+    Mute,
+}
+
+impl ActionKind {
+    /// Every action, in the order the buttons appear.
+    pub const ALL: [ActionKind; 4] = [
+        ActionKind::Resolve,
+        ActionKind::Archive,
+        ActionKind::Assign,
+        ActionKind::Mute,
+    ];
+
+    /// The name in routes.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Resolve => "resolve",
+            ActionKind::Archive => "archive",
+            ActionKind::Assign => "assign",
+            ActionKind::Mute => "mute",
+        }
+    }
+
+    /// Whether the action calls Sentry's API (and so needs `sentry.api_token`).
+    pub fn needs_sentry(self) -> bool {
+        self != ActionKind::Mute
+    }
 }
 
 /// `[digest]`: the weekly digest.
@@ -385,6 +458,21 @@ impl Config {
     /// The channel called `name`.
     pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
         self.channels.get(name)
+    }
+
+    /// The buttons a message about a Sentry issue may carry in a Web API channel, given the
+    /// route's `actions` (`None`: all): none without `slack.signing_secrets` (no click could
+    /// reach Sluice), and no Sentry action without `sentry.api_token`.
+    pub fn allowed_actions(&self, route_actions: Option<&[ActionKind]>) -> Vec<ActionKind> {
+        if self.slack.signing_secrets.is_empty() {
+            return Vec::new();
+        }
+        let wanted = route_actions.unwrap_or(&ActionKind::ALL);
+        ActionKind::ALL
+            .into_iter()
+            .filter(|a| wanted.contains(a))
+            .filter(|a| !a.needs_sentry() || self.sentry.api_token.is_some())
+            .collect()
     }
 }
 

@@ -151,6 +151,10 @@ pub(super) struct RawSentry {
     pub(super) max_clock_skew: Option<Spanned<String>>,
     pub(super) legacy_token: Option<Spanned<String>>,
     pub(super) quiet_alert_after: Option<Spanned<String>>,
+    pub(super) api_token: Option<Spanned<String>>,
+    pub(super) api_base: Option<Spanned<String>>,
+    pub(super) organization: Option<Spanned<String>>,
+    pub(super) api_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) projects: BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -168,6 +172,7 @@ pub(super) struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSlack {
     pub(super) bot_token: Option<Spanned<String>>,
+    pub(super) signing_secrets: Option<StrOrList>,
     pub(super) api_base: Option<Spanned<String>>,
     pub(super) max_retry_age: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,
@@ -206,6 +211,9 @@ pub(super) struct RawRoute {
     pub(super) mention: Option<Spanned<String>>,
     pub(super) mention_level: Option<SpannedList>,
     pub(super) digest: Option<bool>,
+    pub(super) actions: Option<SpannedList>,
+    pub(super) comments: Option<bool>,
+    pub(super) breakthrough: Option<Spanned<Vec<Spanned<u64>>>>,
 }
 
 /// `[digest]`, as written ([`DigestConfig`](super::DigestConfig) documents each key).

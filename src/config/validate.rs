@@ -385,12 +385,43 @@ impl Check<'_> {
             }
             projects.insert(id.into_inner(), slug.into_inner());
         }
+        let api_base = match raw.api_base {
+            Some(base) => {
+                self.http_url("sentry.api_base", &base, false);
+                base.into_inner().trim_end_matches('/').to_string()
+            }
+            None => super::DEFAULT_SENTRY_API_BASE.to_string(),
+        };
+        let organization = match raw.organization {
+            Some(org) if !is_slug(org.get_ref()) => {
+                self.error(
+                    org.span(),
+                    format!(
+                        "`sentry.organization` is an organization slug (letters, digits, `-`, \
+                         `_`), got {}",
+                        self.show(&org)
+                    ),
+                );
+                None
+            }
+            Some(org) => Some(org.into_inner()),
+            None => None,
+        };
+        let api_timeout = self.positive_duration(
+            "sentry.api_timeout",
+            &raw.api_timeout,
+            Duration::from_secs(10),
+        );
         SentryConfig {
             client_secrets,
             max_clock_skew,
             legacy_token: Self::secret(raw.legacy_token),
             quiet_alert_after,
             projects,
+            api_token: Self::secret(raw.api_token),
+            api_base,
+            organization,
+            api_timeout,
         }
     }
 
@@ -462,8 +493,16 @@ impl Check<'_> {
                 ),
             );
         }
+        let signing_secrets = raw
+            .signing_secrets
+            .map(|list| list.0)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| Self::secret(Some(s)))
+            .collect();
         SlackConfig {
             bot_token: Self::secret(raw.bot_token),
+            signing_secrets,
             api_base,
             max_retry_age,
             timeout,
@@ -701,7 +740,61 @@ impl Check<'_> {
             mention,
             mention_level,
             digest: raw.digest.unwrap_or(true),
+            actions: raw.actions.and_then(|l| self.actions(&key("actions"), l)),
+            comments: raw.comments.unwrap_or(false),
+            breakthrough: self.breakthrough(&key("breakthrough"), raw.breakthrough),
         }
+    }
+
+    /// A route's `actions`: names of [`ActionKind`]s, each at most once.
+    fn actions(&mut self, key: &str, list: SpannedList) -> Option<Vec<super::ActionKind>> {
+        use super::ActionKind;
+        let mut actions = Vec::new();
+        let mut ok = true;
+        for item in list.into_inner().0 {
+            match ActionKind::ALL
+                .into_iter()
+                .find(|a| a.as_str() == item.get_ref())
+            {
+                Some(a) if !actions.contains(&a) => actions.push(a),
+                Some(_) => {}
+                None => {
+                    ok = false;
+                    self.error(
+                        item.span(),
+                        format!(
+                            "`{key}`: unknown action {} (expected resolve, archive, assign or \
+                             mute)",
+                            self.show(&item)
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then_some(actions)
+    }
+
+    /// A route's `breakthrough`: positive thresholds, strictly ascending.
+    fn breakthrough(&mut self, key: &str, raw: Option<Spanned<Vec<Spanned<u64>>>>) -> Vec<u64> {
+        let Some(list) = raw else {
+            return super::DEFAULT_BREAKTHROUGH.to_vec();
+        };
+        let mut thresholds: Vec<u64> = Vec::new();
+        for t in list.into_inner() {
+            let v = *t.get_ref();
+            if v == 0 || thresholds.last().is_some_and(|&last| v <= last) {
+                self.error(
+                    t.span(),
+                    format!(
+                        "`{key}`: thresholds are positive and ascending (e.g. [10, 100, 1000]), \
+                         got {v}"
+                    ),
+                );
+                continue;
+            }
+            thresholds.push(v);
+        }
+        thresholds
     }
 
     /// A regex, or an error at it (with the one-line reason).
@@ -851,6 +944,14 @@ fn regex_reason(e: &regex::Error) -> String {
                 .to_string()
         }
     }
+}
+
+/// Whether `s` is a Sentry organization slug.
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn is_http_url(s: &str) -> bool {

@@ -858,6 +858,9 @@ fn check_rendered(alert: &Alert) {
         mention: None,
         cooldown_secs: 1800,
         digest: true,
+        actions: None,
+        comments: false,
+        breakthrough: vec![10, 100, 1000],
     };
     let stats = IssueStats {
         daily: vec![3; 30],

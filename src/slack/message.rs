@@ -633,6 +633,9 @@ pub(crate) mod tests {
             mention: mention.map(str::to_string),
             cooldown_secs: 1800,
             digest: true,
+            actions: None,
+            comments: false,
+            breakthrough: vec![10, 100, 1000],
         }
     }
 

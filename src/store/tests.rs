@@ -45,6 +45,9 @@ fn target(channel: &str) -> Target {
         mention: None,
         cooldown_secs: 1800,
         digest: true,
+        actions: None,
+        comments: false,
+        breakthrough: vec![10, 100, 1000],
     }
 }
 

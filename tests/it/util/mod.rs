@@ -599,6 +599,9 @@ pub async fn seed_occurrences(store: &dyn sluice::store::Store, now: i64, days_a
                 mention: None,
                 cooldown_secs: 1800,
                 digest: true,
+                actions: None,
+                comments: false,
+                breakthrough: vec![10, 100, 1000],
             }],
         };
         store.ingest(delivery).await.unwrap();
