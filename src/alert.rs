@@ -122,6 +122,10 @@ pub struct Alert {
     /// Free text that belongs with the notice: a comment's body, a metric alert's description,
     /// who an issue was assigned to.
     pub detail: Option<String>,
+    /// The issue's state after an issue notice (`issue.resolved|ignored|assigned|unresolved`):
+    /// what the messages about it show from now on. `None` for every other alert.
+    #[serde(default)]
+    pub state: Option<crate::issue::IssueState>,
 }
 
 impl Alert {

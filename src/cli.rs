@@ -366,6 +366,7 @@ fn route(args: &RouteArgs) -> Result<String, String> {
             sentry_count: None,
             rule: None,
             detail: None,
+            state: None,
         },
     };
     let targets = router.route(&alert);

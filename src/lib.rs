@@ -44,6 +44,7 @@ pub mod clock;
 pub mod config;
 pub mod counts;
 pub mod digest;
+pub mod issue;
 pub mod leader;
 pub mod metrics;
 pub mod ops;

@@ -247,6 +247,7 @@ console = true
             sentry_count: None,
             rule: None,
             detail: None,
+            state: None,
         }
     }
 

@@ -66,5 +66,6 @@ pub fn parse_legacy(body: &[u8], projects: &ProjectMap) -> Result<Alert, Malform
         sentry_count: None,
         rule: (!rules.is_empty()).then(|| cap(&rules.join(", "))),
         detail: None,
+        state: None,
     })
 }

@@ -219,6 +219,7 @@ fn occurrence(
         sentry_count: None,
         rule,
         detail: None,
+        state: None,
     })
 }
 
@@ -328,6 +329,7 @@ fn issue(
         sentry_count: count(issue.get("count")),
         rule,
         detail,
+        state: None,
     })
 }
 
@@ -417,6 +419,7 @@ fn metric_alert(action: String, data: &Value, projects: &ProjectMap) -> Result<A
         sentry_count: None,
         rule: rule_name,
         detail: str_of(data.get("description_text")).map(|d| cap(&d.replace("\\n", "\n"))),
+        state: None,
     })
 }
 
@@ -491,5 +494,6 @@ fn comment(
         sentry_count: None,
         rule: None,
         detail: text(data.get("comment")),
+        state: None,
     })
 }

@@ -623,6 +623,7 @@ pub(crate) mod tests {
             sentry_count: None,
             rule: Some("Very Important Alert Rule!".into()),
             detail: None,
+            state: None,
         }
     }
 

@@ -35,6 +35,7 @@ fn alert(issue: &str, event: Option<&str>) -> Alert {
         sentry_count: event.is_none().then_some(99),
         rule: None,
         detail: None,
+        state: None,
     }
 }
 

@@ -102,6 +102,7 @@ fn alert(issue_key: &str) -> Alert {
         sentry_count: None,
         rule: None,
         detail: None,
+        state: None,
     }
 }
 
