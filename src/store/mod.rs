@@ -101,6 +101,10 @@ pub enum OutboxMessage {
         folded: u64,
         /// When the first of them arrived (Unix ms).
         since_ms: i64,
+        /// Why it goes out (end of cooldown, spike, end of a mute); rows queued before this
+        /// field existed read as the end of a cooldown.
+        #[serde(default)]
+        reason: crate::storm::FollowUpReason,
     },
     /// Many waiting messages folded into one summary.
     RollUp(crate::storm::RollUp),

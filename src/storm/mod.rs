@@ -30,6 +30,23 @@ pub use cooldown::{
     Routed, cooldown, follow_up, follow_up_due, plan_ingest,
 };
 pub use limits::ChannelLimits;
+
+/// Why a follow-up goes out: what its message says first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum FollowUpReason {
+    /// The cooldown ended with occurrences folded: `+37 since 14:02`.
+    #[default]
+    CooldownEnded,
+    /// The occurrences within the cooldown (or mute) reached a `breakthrough` threshold: a
+    /// spike, posted whatever the cooldown.
+    Spike {
+        /// The threshold crossed.
+        threshold: u64,
+    },
+    /// A mute of the issue in the channel ended: `held back N`.
+    MuteEnded,
+}
 pub use rollup::{
     Content, RollUp, RollUpPlan, RolledIssue, Waiting, over_backlog, plan_roll_up, roll_up,
 };

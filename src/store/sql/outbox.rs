@@ -103,6 +103,7 @@ where
             target,
             folded: follow_up.folded,
             since_ms: follow_up.since_ms,
+            reason: crate::storm::FollowUpReason::CooldownEnded,
         };
         let occurrences = follow_up.folded.min(i64::MAX as u64) as i64;
         let payload = to_json(&message)?;
