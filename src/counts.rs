@@ -42,6 +42,10 @@ pub struct IssueStats {
     /// whose payload carries none (`issue.*` without `permalink`, comments).
     #[serde(default)]
     pub issue_url: Option<String>,
+    /// The issue's state in Sentry as the store knows it (the last issue notice or click), if
+    /// it was ever told.
+    #[serde(default)]
+    pub state: Option<crate::issue::IssueState>,
 }
 
 impl IssueStats {

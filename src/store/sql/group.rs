@@ -89,6 +89,8 @@ pub(super) struct IssueRow<'a> {
     pub(super) sentry_count: Option<i64>,
     pub(super) sentry_first_seen: Option<i64>,
     pub(super) resolved_at: Option<i64>,
+    /// The state an issue notice reported (`None` for every other alert), with `at_ms` set.
+    pub(super) state: Option<crate::issue::IssueState>,
 }
 
 impl<'a> IssueRow<'a> {
@@ -109,6 +111,10 @@ impl<'a> IssueRow<'a> {
             sentry_first_seen: a.sentry_first_seen.map(|s| s.saturating_mul(1000)),
             resolved_at: (a.resource == "issue" && a.action == "resolved")
                 .then_some(d.received_at_ms),
+            state: a.state.clone().map(|mut s| {
+                s.at_ms = s.at_ms.or(Some(d.received_at_ms));
+                s
+            }),
         }
     }
 
@@ -128,7 +134,30 @@ impl<'a> IssueRow<'a> {
         self.sentry_count = later.sentry_count.or(self.sentry_count);
         self.sentry_first_seen = later.sentry_first_seen.or(self.sentry_first_seen);
         self.resolved_at = later.resolved_at.or(self.resolved_at);
+        self.state = match (self.state.take(), later.state) {
+            (Some(earlier), Some(later)) => Some(merge_state(earlier, later)),
+            (earlier, later) => later.or(earlier),
+        };
     }
+}
+
+/// A later state of an issue over an earlier one, as the `ON CONFLICT` clause merges them: a
+/// notice that credits no person (Sentry credits an integration for a click made through it)
+/// and repeats the status keeps who made the change and when.
+pub(super) fn merge_state(
+    earlier: crate::issue::IssueState,
+    mut later: crate::issue::IssueState,
+) -> crate::issue::IssueState {
+    if later.by.is_none() && later.status == earlier.status {
+        later.by = earlier.by;
+        later.at_ms = earlier.at_ms;
+    }
+    later
+}
+
+/// The `issues.status` column of a state.
+pub(super) fn status_json(state: &crate::issue::IssueState) -> String {
+    serde_json::to_string(&state.status).expect("a status serializes")
 }
 
 /// One row per issue of the live deliveries, merged in group order the way the upsert merges

@@ -137,7 +137,7 @@ where
             let mut q = values(
                 "INSERT INTO issues (issue_key, project, title, culprit, level, short_id, issue_url,
                                      first_seen, last_seen, sentry_count, sentry_first_seen, resolved_at,
-                                     described) ",
+                                     described, status, assignee, state_by, state_at) ",
                 chunk,
                 |mut b, row| {
                     b.push_bind(row.issue_key.to_string())
@@ -153,6 +153,11 @@ where
                         .push_bind(row.sentry_first_seen)
                         .push_bind(row.resolved_at)
                         .push_bind(i64::from(row.describes));
+                    let state = row.state.as_ref();
+                    b.push_bind(state.map(group::status_json))
+                        .push_bind(state.and_then(|s| s.assignee.clone()))
+                        .push_bind(state.and_then(|s| s.by.clone()))
+                        .push_bind(state.and_then(|s| s.at_ms));
                 },
                 " ON CONFLICT (issue_key) DO UPDATE SET
                     project = CASE WHEN excluded.described = 1 OR issues.described = 0
@@ -171,7 +176,16 @@ where
                                  THEN excluded.last_seen ELSE issues.last_seen END,
                     sentry_count = COALESCE(excluded.sentry_count, issues.sentry_count),
                     sentry_first_seen = COALESCE(excluded.sentry_first_seen, issues.sentry_first_seen),
-                    resolved_at = COALESCE(excluded.resolved_at, issues.resolved_at)",
+                    resolved_at = COALESCE(excluded.resolved_at, issues.resolved_at),
+                    status = COALESCE(excluded.status, issues.status),
+                    assignee = CASE WHEN excluded.status IS NULL THEN issues.assignee
+                               ELSE excluded.assignee END,
+                    state_by = CASE WHEN excluded.status IS NULL THEN issues.state_by
+                               WHEN excluded.state_by IS NULL AND excluded.status = issues.status
+                               THEN issues.state_by ELSE excluded.state_by END,
+                    state_at = CASE WHEN excluded.status IS NULL THEN issues.state_at
+                               WHEN excluded.state_by IS NULL AND excluded.status = issues.status
+                               THEN issues.state_at ELSE excluded.state_at END",
             );
             q.build().execute(&mut *conn).await?;
         }

@@ -43,7 +43,8 @@ where
             .map(|r| (r.get::<i64, _>("day"), r.get::<i64, _>("n").max(0) as u64));
         let daily = IssueStats::from_days(today, days);
         let meta = sqlx::query(
-            "SELECT first_seen, sentry_count, sentry_first_seen, title, issue_url
+            "SELECT first_seen, sentry_count, sentry_first_seen, title, issue_url,
+                    status, assignee, state_by, state_at
              FROM issues WHERE issue_key = $1",
         )
         .bind(issue_key)
@@ -60,7 +61,10 @@ where
                 .as_ref()
                 .and_then(|r| r.get::<Option<i64>, _>("sentry_first_seen")),
             title: meta.as_ref().map(|r| r.get::<String, _>("title")),
-            issue_url: meta.and_then(|r| r.get::<Option<String>, _>("issue_url")),
+            issue_url: meta
+                .as_ref()
+                .and_then(|r| r.get::<Option<String>, _>("issue_url")),
+            state: meta.as_ref().and_then(issue_state),
         })
     }
 
@@ -267,4 +271,21 @@ where
         w.committed();
         Ok(deleted)
     }
+}
+
+/// The issue's state from its `issues` row, if a notice or click ever set it (a status that
+/// does not decode, from a newer version, reads as never set).
+pub(super) fn issue_state<R: Row>(row: &R) -> Option<crate::issue::IssueState>
+where
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let status: Option<String> = row.get("status");
+    Some(crate::issue::IssueState {
+        status: serde_json::from_str(&status?).ok()?,
+        assignee: row.get("assignee"),
+        by: row.get("state_by"),
+        at_ms: row.get("state_at"),
+    })
 }
