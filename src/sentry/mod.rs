@@ -5,6 +5,8 @@
 //!   and the optional `Sentry-Hook-Timestamp` skew check.
 //! - [`parse`](mod@parse) — Integration Platform payloads, selected by `Sentry-Hook-Resource`.
 //! - [`legacy`] — the legacy "WebHooks" plugin payload.
+//! - [`api`] — Sentry's web API, for the buttons: change, assign and comment on an issue,
+//!   find a member by email; answers classified as retry or refused.
 //!
 //! # What every payload must have
 //!
@@ -54,6 +56,15 @@
 //!   `resolved`; `assigned to <name>` (name, else email; teams as `#team`) from `data.assignee`
 //!   or `issue.assignedTo` for `assigned`. For `activity_alert`: `rule` = `data.alert.title`,
 //!   `detail` = `data.activity.details.summary`, else `data.activity.type`.
+//! - **Issue state** (`issue.resolved|ignored|archived|assigned|unresolved` only; `None` for
+//!   every other alert): the status the action names (the serialized issue may lag behind the
+//!   notice; `assigned` keeps the issue's `status`), resolved in the next release when
+//!   `data.resolution_type` is `in_next_release` or `statusDetails.inNextRelease` is true; an
+//!   archive's condition from `substatus` (`archived_until_escalating`, `archived_forever`),
+//!   else `statusDetails` (`ignoreCount`, `ignoreDuration` minutes, `ignoreUntil`), else
+//!   forever; the assignee as in `detail`; `by` = the top-level `actor.name` when
+//!   `actor.type` is `user` (an integration, a rule or Sentry itself credit no person); no
+//!   time (the store stamps the arrival). Names are kept to one line of 200 chars.
 //! - **Metric alerts**: `projects` = `metric_alert.projects`, else `alert_rule.projects` (ids are
 //!   mapped; duplicates dropped; at most 100); `environment` = `alert_rule.environment`; `title`
 //!   = `data.description_title`, else `alert_rule.name`, else `metric_alert.title`; `rule` =
@@ -79,6 +90,7 @@
 //! `fuzz.rs` checks all of this on mutated real payloads, and that the Slack messages built
 //! from what is parsed stay within Slack's limits (docs/http-api.md says how to run it).
 
+pub mod api;
 mod fields;
 pub mod legacy;
 pub mod parse;
@@ -94,6 +106,7 @@ mod tests;
 #[cfg(fuzzing)]
 use bolero as _;
 
+pub use api::{ApiError, Member, SentryApi, org_from_issue_url};
 pub use legacy::parse_legacy;
 pub use parse::{Malformed, Parsed, ProjectMap, fingerprint, parse};
 pub use verify::{TimestampError, check_timestamp, sign, verify_signature};

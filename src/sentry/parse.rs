@@ -13,6 +13,7 @@ use super::fields::{
     text, unix_seconds,
 };
 use crate::alert::{Alert, Level};
+use crate::issue::{Archive, IssueState, Status};
 
 /// Maps Sentry's numeric project ids (as strings, `"4505"`) to project slugs (`"checkout"`):
 /// `[sentry.projects]` in routes.toml. Used only where a payload names its project by id alone.
@@ -63,7 +64,13 @@ pub fn parse(resource: &str, body: &[u8], projects: &ProjectMap) -> Result<Parse
     let data = root.get("data").unwrap_or(&Value::Null);
     match resource.as_str() {
         "event_alert" | "error" => routed(occurrence(&resource, need_action()?, data, projects)),
-        "issue" | "activity_alert" => routed(issue(&resource, need_action()?, data, projects)),
+        "issue" | "activity_alert" => routed(issue(
+            &resource,
+            need_action()?,
+            data,
+            root.get("actor"),
+            projects,
+        )),
         "metric_alert" => routed(metric_alert(need_action()?, data, projects)),
         "comment" => routed(comment(need_action()?, &root, projects)),
         "installation" => Ok(Parsed::Ignored(match &action {
@@ -277,10 +284,12 @@ fn built_issue_url<'a>(
 }
 
 /// `issue.*` and `activity_alert.*`: a notice about an issue (`data.issue`), not an occurrence.
+/// `actor` is the delivery's top-level `actor`: who made the change.
 fn issue(
     resource: &str,
     action: String,
     data: &Value,
+    actor: Option<&Value>,
     projects: &ProjectMap,
 ) -> Result<Alert, Malformed> {
     let issue = data
@@ -300,14 +309,19 @@ fn issue(
     let issue_url = http_url(issue.get("web_url"))
         .or_else(|| http_url(issue.get("permalink")))
         .or_else(|| built_issue_url(&issue_key, [issue.get("url"), issue.get("project_url")]));
-    let (rule, detail) = if resource == "activity_alert" {
+    let (rule, detail, state) = if resource == "activity_alert" {
         (
             one_line(at(data, &["alert", "title"])),
             text(at(data, &["activity", "details", "summary"]))
                 .or_else(|| text(at(data, &["activity", "type"]))),
+            None,
         )
     } else {
-        (None, issue_detail(&action, data, issue))
+        (
+            None,
+            issue_detail(&action, data, issue),
+            notice_state(&action, data, issue, actor),
+        )
     };
     Ok(Alert {
         resource: resource.to_owned(),
@@ -329,7 +343,7 @@ fn issue(
         sentry_count: count(issue.get("count")),
         rule,
         detail,
-        state: None,
+        state,
     })
 }
 
@@ -346,8 +360,113 @@ fn issue_detail(action: &str, data: &Value, issue: &Value) -> Option<String> {
     }
 }
 
+/// Longest name (in chars) kept in an [`IssueState`]: a state line holds two of them, and
+/// people's and teams' names are far shorter.
+const MAX_NAME_CHARS: usize = 200;
+
+/// The state an issue lifecycle notice reports (`issue.resolved`, `ignored`, `archived`,
+/// `assigned`, `unresolved`; `None` for any other action):
+///
+/// - status: the action's own for `resolved` (in the next release when `data.resolution_type`
+///   or the issue says so), `ignored`/`archived` and `unresolved`, since the serialized issue
+///   may lag behind the change it announces; the issue's for `assigned` ([`reported_status`]).
+///   An archive's condition always comes from the issue ([`archive_of`]).
+/// - assignee: `data.assignee`, else `issue.assignedTo` (see [`assignee`]).
+/// - by: the delivery's `actor.name` when `actor.type` is `user`; `None` when Sentry credits an
+///   application (an integration acting through its token, a rule, Sentry itself).
+/// - at: `None`; the store stamps the time the notice arrived.
+fn notice_state(
+    action: &str,
+    data: &Value,
+    issue: &Value,
+    actor: Option<&Value>,
+) -> Option<IssueState> {
+    let reported = reported_status(issue);
+    let status = match action {
+        "resolved" => {
+            let by_release = str_of(data.get("resolution_type")) == Some("in_next_release");
+            let in_next_release = match reported {
+                Some(Status::Resolved { in_next_release }) => in_next_release || by_release,
+                _ => by_release,
+            };
+            Status::Resolved { in_next_release }
+        }
+        "ignored" | "archived" => Status::Archived {
+            archive: archive_of(issue),
+        },
+        "unresolved" => Status::Unresolved,
+        "assigned" => reported.unwrap_or_default(),
+        _ => return None,
+    };
+    let by = actor
+        .filter(|actor| str_of(actor.get("type")) == Some("user"))
+        .and_then(|actor| one_line(actor.get("name")))
+        .map(|name| name_cap(&name));
+    Some(IssueState {
+        status,
+        assignee: assignee(data.get("assignee"))
+            .or_else(|| assignee(issue.get("assignedTo")))
+            .map(|name| name_cap(&name)),
+        by,
+        at_ms: None,
+    })
+}
+
+/// The status a serialized Sentry issue reports: a webhook's `data.issue`, or the issue the
+/// API answers a change with. `status` `resolved` (in the next release when
+/// `statusDetails.inNextRelease` or `inUpcomingRelease` is true), `resolvedInNextRelease`,
+/// `ignored`/`archived` (with [`archive_of`]), `unresolved`. `None` without a `status`, or
+/// for a transient one (`pending_deletion`, `pending_merge`, `reprocessing`).
+pub(crate) fn reported_status(issue: &Value) -> Option<Status> {
+    let details = issue.get("statusDetails").unwrap_or(&Value::Null);
+    let flag = |key: &str| details.get(key).and_then(Value::as_bool) == Some(true);
+    match str_of(issue.get("status"))? {
+        "resolved" => Some(Status::Resolved {
+            in_next_release: flag("inNextRelease") || flag("inUpcomingRelease"),
+        }),
+        "resolvedInNextRelease" => Some(Status::Resolved {
+            in_next_release: true,
+        }),
+        "ignored" | "archived" => Some(Status::Archived {
+            archive: archive_of(issue),
+        }),
+        "unresolved" => Some(Status::Unresolved),
+        _ => None,
+    }
+}
+
+/// How long an archived issue stays archived: `substatus` `archived_until_escalating` or
+/// `archived_forever`; else (`archived_until_condition_met`, or no substatus) the first of
+/// `statusDetails.ignoreCount` (events still to come), `ignoreDuration` (minutes; the answer of
+/// Sentry's bulk update), `ignoreUntil` (when it ends); with none of them, forever.
+fn archive_of(issue: &Value) -> Archive {
+    match str_of(issue.get("substatus")) {
+        Some("archived_until_escalating") => return Archive::Escalating,
+        Some("archived_forever") => return Archive::Forever,
+        _ => {}
+    }
+    let details = issue.get("statusDetails").unwrap_or(&Value::Null);
+    let positive = |key: &str| count(details.get(key)).filter(|n| *n > 0);
+    if let Some(count) = positive("ignoreCount") {
+        Archive::Count { count }
+    } else if let Some(minutes) = positive("ignoreDuration") {
+        Archive::Minutes { minutes }
+    } else if let Some(secs) = unix_seconds(details.get("ignoreUntil")) {
+        Archive::UntilTime {
+            until_ms: secs.saturating_mul(1000),
+        }
+    } else {
+        Archive::Forever
+    }
+}
+
+/// `name` cut to [`MAX_NAME_CHARS`] chars, on a char boundary.
+fn name_cap(name: &str) -> String {
+    name.chars().take(MAX_NAME_CHARS).collect()
+}
+
 /// An assignee's display name: `name`, else `email`, else `username`/`slug`; teams as `#name`.
-fn assignee(v: Option<&Value>) -> Option<String> {
+pub(crate) fn assignee(v: Option<&Value>) -> Option<String> {
     let v = v?;
     if let Some(name) = str_of(Some(v)) {
         return first_line(name);

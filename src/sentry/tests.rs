@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::alert::{Alert, Level};
+use crate::issue::{Archive, IssueState, Status};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sentry/");
 
@@ -1008,4 +1009,268 @@ fn an_issue_without_a_permalink_gets_its_page_from_other_urls() {
         }),
         None
     );
+}
+
+/// An `issue.*` notice shaped like Sentry's `workflow_notification`: `data` with the
+/// serialized issue added as `data.issue`, and the top-level `actor` who made the change
+/// (`{"type":"user",…}`, or `{"type":"application",…}` for an integration, a rule or Sentry).
+fn notice(action: &str, issue: Value, mut data: Value, actor: Value) -> Alert {
+    data["issue"] = issue;
+    let body = json!({
+        "action": action,
+        "installation": {"uuid": "eac5a0ae-60ec-418f-9318-46dc5e7e52ec"},
+        "data": data,
+        "actor": actor,
+    });
+    match parse("issue", &serde_json::to_vec(&body).unwrap(), &no_projects()) {
+        Ok(Parsed::Alert(a)) => *a,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sentry_issue(status: &str, substatus: Value, details: Value) -> Value {
+    json!({
+        "id": "42", "shortId": "CHECKOUT-1", "title": "Error: boom",
+        "project": {"id": "4505", "slug": "checkout"},
+        "status": status, "substatus": substatus, "statusDetails": details,
+        "assignedTo": null,
+    })
+}
+
+fn ada() -> Value {
+    json!({"type": "user", "id": 1, "name": "Ada Lovelace"})
+}
+
+fn integration() -> Value {
+    json!({"type": "application", "id": "sentry", "name": "Sentry"})
+}
+
+fn state_of(a: &Alert) -> &crate::issue::IssueState {
+    a.state
+        .as_ref()
+        .unwrap_or_else(|| panic!("no state: {a:?}"))
+}
+
+#[test]
+fn issue_resolved_carries_the_state_and_who_resolved_it() {
+    let a = notice(
+        "resolved",
+        sentry_issue("resolved", Value::Null, json!({})),
+        json!({"resolution_type": "now"}),
+        ada(),
+    );
+    assert_eq!(
+        a.state,
+        Some(IssueState {
+            status: Status::Resolved {
+                in_next_release: false
+            },
+            assignee: None,
+            by: Some("Ada Lovelace".into()),
+            at_ms: None,
+        })
+    );
+}
+
+#[test]
+fn issue_resolved_wins_over_a_lagging_issue_and_knows_the_next_release() {
+    // The serialized issue may still say `unresolved`: the notice is about the change.
+    let a = notice(
+        "resolved",
+        sentry_issue("unresolved", json!("ongoing"), json!({})),
+        json!({"resolution_type": "in_next_release"}),
+        integration(),
+    );
+    let s = state_of(&a);
+    assert_eq!(
+        s.status,
+        Status::Resolved {
+            in_next_release: true
+        }
+    );
+    assert_eq!(s.by, None, "an application is not a person");
+    // From the issue's statusDetails alone.
+    let a = notice(
+        "resolved",
+        sentry_issue("resolved", Value::Null, json!({"inNextRelease": true})),
+        json!({"resolution_type": "with_commit"}),
+        ada(),
+    );
+    assert_eq!(
+        state_of(&a).status,
+        Status::Resolved {
+            in_next_release: true
+        }
+    );
+}
+
+#[test]
+fn issue_ignored_and_archived_name_the_condition() {
+    let archive = |action: &str, status: &str, substatus: Value, details: Value| {
+        let a = notice(
+            action,
+            sentry_issue(status, substatus, details),
+            json!({}),
+            ada(),
+        );
+        match state_of(&a).status {
+            Status::Archived { archive } => archive,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        archive(
+            "ignored",
+            "ignored",
+            json!("archived_until_escalating"),
+            json!({})
+        ),
+        Archive::Escalating
+    );
+    assert_eq!(
+        archive("archived", "ignored", json!("archived_forever"), json!({})),
+        Archive::Forever
+    );
+    // The issue serializer's shape: a count still to come, the end of a snooze.
+    let condition = json!("archived_until_condition_met");
+    assert_eq!(
+        archive(
+            "ignored",
+            "ignored",
+            condition.clone(),
+            json!({"ignoreCount": 100, "ignoreUntil": null, "ignoreUserCount": null,
+                   "ignoreUserWindow": null, "ignoreWindow": null, "actor": null})
+        ),
+        Archive::Count { count: 100 }
+    );
+    assert_eq!(
+        archive(
+            "ignored",
+            "ignored",
+            condition.clone(),
+            json!({"ignoreCount": null, "ignoreUntil": "2024-05-02T14:02:00.123456Z"})
+        ),
+        Archive::UntilTime {
+            until_ms: 1_714_658_520_000
+        }
+    );
+    // Sentry's bulk update answers with the length asked for.
+    assert_eq!(
+        archive(
+            "ignored",
+            "ignored",
+            condition,
+            json!({"ignoreDuration": 60, "ignoreUntil": "2024-05-01T15:02:00Z"})
+        ),
+        Archive::Minutes { minutes: 60 }
+    );
+    // An issue that still says `unresolved`, or says nothing of the condition: archived.
+    assert_eq!(
+        archive("ignored", "unresolved", Value::Null, json!({})),
+        Archive::Forever
+    );
+    assert_eq!(
+        archive("ignored", "ignored", Value::Null, Value::Null),
+        Archive::Forever
+    );
+}
+
+#[test]
+fn issue_assigned_keeps_the_status_and_names_the_assignee() {
+    let issue = sentry_issue("ignored", json!("archived_until_escalating"), json!({}));
+    let a = notice(
+        "assigned",
+        issue.clone(),
+        json!({"assignee": {"type": "user", "name": "Grace Hopper", "email": "grace@example.com", "id": 2}}),
+        ada(),
+    );
+    assert_eq!(
+        a.state,
+        Some(IssueState {
+            status: Status::Archived {
+                archive: Archive::Escalating
+            },
+            assignee: Some("Grace Hopper".into()),
+            by: Some("Ada Lovelace".into()),
+            at_ms: None,
+        })
+    );
+    let team = notice(
+        "assigned",
+        issue.clone(),
+        json!({"assignee": {"type": "team", "name": "payments", "id": 3}}),
+        ada(),
+    );
+    assert_eq!(state_of(&team).assignee.as_deref(), Some("#payments"));
+    // Only the issue's `assignedTo`, on another notice.
+    let mut assigned = sentry_issue("resolved", Value::Null, json!({}));
+    assigned["assignedTo"] = json!({"type": "user", "id": "2", "name": "Grace Hopper"});
+    let resolved = notice("resolved", assigned, json!({}), integration());
+    assert_eq!(
+        state_of(&resolved).assignee.as_deref(),
+        Some("Grace Hopper")
+    );
+    // No status at all: open.
+    let mut bare = issue;
+    bare.as_object_mut().unwrap().remove("status");
+    let a = notice("assigned", bare, json!({}), ada());
+    assert_eq!(state_of(&a).status, Status::Unresolved);
+}
+
+#[test]
+fn issue_unresolved_reopens_whatever_the_issue_says() {
+    let a = notice(
+        "unresolved",
+        sentry_issue("resolved", Value::Null, json!({})),
+        json!({}),
+        integration(),
+    );
+    assert_eq!(
+        a.state,
+        Some(IssueState::default()),
+        "open, unassigned, credited to no one"
+    );
+}
+
+#[test]
+fn only_issue_lifecycle_notices_carry_a_state() {
+    assert_eq!(alert("issue", "issue.created.json").state, None);
+    assert_eq!(alert("issue", "issue.created.2019-docs.json").state, None);
+    assert_eq!(
+        alert("activity_alert", "activity_alert.triggered.json").state,
+        None
+    );
+    assert_eq!(
+        alert("event_alert", "event_alert.triggered.json").state,
+        None
+    );
+    let other = notice(
+        "unassigned",
+        sentry_issue("unresolved", Value::Null, json!({})),
+        json!({}),
+        ada(),
+    );
+    assert_eq!(other.state, None);
+}
+
+#[test]
+fn state_names_are_one_line_and_short() {
+    let long = format!("Ada\nLovelace{}", "x".repeat(500));
+    let a = notice(
+        "assigned",
+        sentry_issue("unresolved", Value::Null, json!({})),
+        json!({"assignee": {"type": "user", "name": long}}),
+        json!({"type": "user", "name": format!("  {}", "y".repeat(500))}),
+    );
+    let s = state_of(&a);
+    assert_eq!(s.assignee.as_deref(), Some("Ada"));
+    assert_eq!(s.by.as_ref().map(|b| b.chars().count()), Some(200));
+    // A user without a name is credited to no one rather than to an empty string.
+    let nameless = notice(
+        "resolved",
+        sentry_issue("resolved", Value::Null, json!({})),
+        json!({}),
+        json!({"type": "user", "id": 7, "name": ""}),
+    );
+    assert_eq!(state_of(&nameless).by, None);
 }
