@@ -6,9 +6,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::buttons::{self, Offer, StateLine};
 use crate::alert::{Alert, Level};
+use crate::config::ActionKind;
 use crate::counts::{IssueStats, thousands};
+use crate::issue::{IssueState, Status};
 use crate::routing::Target;
+use crate::storm::FollowUpReason;
 
 /// Slack's limit on the characters of a header block's text.
 pub const MAX_HEADER_CHARS: usize = 150;
@@ -226,26 +230,27 @@ fn format_time(unix_ms: i64) -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// The header's level word (`ERROR`), or none for a Resolved notice: the level of an issue
-/// that was just fixed (often `FATAL`) is not news, and shouting it reads like an alarm.
-fn level_word(alert: &Alert) -> Option<String> {
-    let resolved = alert.resource == "issue" && alert.action == "resolved";
-    (!resolved).then(|| alert.level.as_str().to_ascii_uppercase())
+/// The header's level word (`ERROR`), or none for a Resolved notice or a resolved issue: the
+/// level of an issue that was fixed (often `FATAL`) is not news, and shouting it reads like an
+/// alarm.
+fn level_word(alert: &Alert, resolved: bool) -> Option<String> {
+    let notice = alert.resource == "issue" && alert.action == "resolved";
+    (!notice && !resolved).then(|| alert.level.as_str().to_ascii_uppercase())
 }
 
-/// The emoji before the header.
-fn header_emoji(alert: &Alert) -> &'static str {
-    match level_word(alert) {
+/// The emoji before the header: the level's, or a check mark once resolved.
+fn header_emoji(alert: &Alert, level: Option<&String>) -> &'static str {
+    match level {
         Some(_) => level_emoji(alert.level),
         None => ":white_check_mark:",
     }
 }
 
-/// What the message is about: the notice's prefix and the title. A comment's payload names
-/// its issue only by id, so the issue's title comes from the store (when it holds one that is
-/// not itself the title of a comment on the issue).
-fn headline(alert: &Alert, stats: &IssueStats) -> String {
-    let title = match notice_prefix(alert) {
+/// What the message is about: the notice's prefix (or `prefix`, when given) and the title. A
+/// comment's payload names its issue only by id, so the issue's title comes from the store
+/// (when it holds one that is not itself the title of a comment on the issue).
+fn headline(alert: &Alert, stats: &IssueStats, prefix: Option<&str>) -> String {
+    let title = match prefix.or(notice_prefix(alert)) {
         Some(prefix) => format!("{prefix}: {}", alert.title),
         None => alert.title.clone(),
     };
@@ -308,31 +313,112 @@ fn open_button(url: &str) -> Value {
     })
 }
 
-/// Builds the message for one alert in one channel, with the issue's counts at send time.
-pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> SlackMessage {
-    let level = level_word(alert);
-    let headline = headline(alert, stats);
-    let header = truncate(
-        &[
-            Some(header_emoji(alert).to_string()),
-            level.clone(),
-            Some(plain(&headline)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" "),
-        MAX_HEADER_CHARS,
-    );
+/// How a message about an issue shows the issue's state and which buttons it carries: what
+/// the channel and the store know when the message is built or updated.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The buttons allowed ([`Config::allowed_actions`](crate::config::Config::allowed_actions)
+    /// of the route, in a Web API channel; empty elsewhere: no click could come back).
+    pub actions: &'a [ActionKind],
+    /// The issue's state as Sluice last learned it (`None`: nothing known, shown as open).
+    pub state: Option<&'a IssueState>,
+    /// The end of this channel's mute of the issue (Unix ms), if any; shown while it lasts.
+    pub muted_until_ms: Option<i64>,
+    /// Who set the mute, where known.
+    pub muted_by: Option<&'a str>,
+    /// Now (Unix ms): times of today show without their date, and an ended mute is not shown.
+    pub now_ms: i64,
+}
 
-    let mut where_parts = vec![format!("*{}*", sentry_text(alert.project()))];
-    if let Some(env) = &alert.environment {
-        where_parts.push(sentry_text(env));
+impl View<'static> {
+    /// No buttons, no state, no mute: the message as Sluice posts it to an incoming webhook.
+    pub fn plain(now_ms: i64) -> View<'static> {
+        View {
+            actions: &[],
+            state: None,
+            muted_until_ms: None,
+            muted_by: None,
+            now_ms,
+        }
     }
-    if let Some(release) = &alert.release {
-        where_parts.push(format!("release {}", sentry_text(release)));
-    }
-    let where_line = where_parts.join(" · ");
+}
+
+/// Builds the message for one alert in one channel, with the issue's counts at send time:
+/// [`render_issue`] without buttons or state.
+pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> SlackMessage {
+    render_issue(alert, target, stats, &View::plain(0))
+}
+
+/// Builds the message for one alert in one channel, with the issue's counts at send time and
+/// what `view` says: the state line right under the header (and in the fallback text), and
+/// the actions block, which replaces the lone `Open in Sentry` button when `view.actions`
+/// allows any. A resolved issue's header shows a check mark instead of its level.
+pub fn render_issue(
+    alert: &Alert,
+    target: &Target,
+    stats: &IssueStats,
+    view: &View,
+) -> SlackMessage {
+    render(alert, target, stats, view, &Extra::default())
+}
+
+/// The top-level message for a regression (`issue.unresolved` of a resolved issue), posted
+/// in each channel that had the issue: `Regressed: …`, a link to the channel's `earlier`
+/// message ([`permalink`]), the counts, and the buttons of `view`.
+pub fn render_regression(
+    alert: &Alert,
+    target: &Target,
+    stats: &IssueStats,
+    view: &View,
+    earlier: Option<&str>,
+) -> SlackMessage {
+    let extra = Extra {
+        prefix: Some("Regressed"),
+        earlier: earlier.and_then(safe_link),
+    };
+    render(alert, target, stats, view, &extra)
+}
+
+/// The link to a message in Slack: `https://slack.com/archives/{channel_id}/p{ts without the
+/// dot}`, which Slack redirects to the message in its workspace.
+pub fn permalink(channel_id: &str, ts: &str) -> String {
+    format!(
+        "https://slack.com/archives/{channel_id}/p{}",
+        ts.replace('.', "")
+    )
+}
+
+/// The body of an answer only the clicker sees (through the click's `response_url`), leaving
+/// the message as it is. `text` is mrkdwn: text from Sentry in it must be escaped.
+pub fn ephemeral(text: &str) -> Value {
+    json!({"response_type": "ephemeral", "replace_original": false, "text": text})
+}
+
+/// What a regression adds to an issue's message.
+#[derive(Default)]
+struct Extra<'a> {
+    /// A prefix for the headline instead of the notice's.
+    prefix: Option<&'static str>,
+    /// The permalink of the channel's earlier message about the issue (already checked).
+    earlier: Option<&'a str>,
+}
+
+/// The message of [`render_issue`] and [`render_regression`].
+fn render(
+    alert: &Alert,
+    target: &Target,
+    stats: &IssueStats,
+    view: &View,
+    extra: &Extra,
+) -> SlackMessage {
+    let resolved = view
+        .state
+        .is_some_and(|s| matches!(s.status, Status::Resolved { .. }));
+    let level = level_word(alert, resolved);
+    let headline = headline(alert, stats, extra.prefix);
+    let header = header_text(alert, level.as_ref(), &headline);
+    let state_line = StateLine::new(view.state, view.muted_until_ms, view.muted_by, view.now_ms);
+    let where_line = where_line(alert);
     let count_line = count_line(alert, stats);
     let link = issue_link(alert, stats);
 
@@ -340,6 +426,7 @@ pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> Slack
         "type": "header",
         "text": {"type": "plain_text", "text": header, "emoji": true}
     })];
+    blocks.extend(state_line.block());
     if let Some(mention) = &target.mention {
         blocks.push(section(mention));
     }
@@ -351,40 +438,85 @@ pub fn render_alert(alert: &Alert, target: &Target, stats: &IssueStats) -> Slack
     if let Some(detail) = &alert.detail {
         blocks.push(section(&sentry_text_truncated(detail, MAX_SECTION_CHARS)));
     }
+    if let Some(earlier) = extra.earlier {
+        blocks.push(section(&format!("Earlier: <{earlier}|previous message>")));
+    }
     if let Some(line) = &count_line {
         blocks.push(section(&truncate(line, MAX_SECTION_CHARS)));
     }
     if let Some(context) = context_line(alert, target) {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]}));
     }
-    if let Some(url) = link {
-        blocks.push(open_button(url));
-    }
+    let offer = Offer {
+        issue_key: &alert.issue_key,
+        actions: view.actions,
+        state: view.state,
+        muted_until_ms: view.muted_until_ms.filter(|&until| until > view.now_ms),
+        has_release: alert.release.is_some(),
+        open_url: link,
+    };
+    blocks.extend(buttons::actions_block(&offer).or_else(|| link.map(open_button)));
     blocks.truncate(MAX_BLOCKS);
-
-    let mut text = String::new();
+    let mut head = String::new();
     if let Some(mention) = &target.mention {
-        text.push_str(mention);
-        text.push(' ');
+        head.push_str(mention);
+        head.push(' ');
     }
     if let Some(level) = &level {
-        text.push_str(&format!("[{level}] "));
+        head.push_str(&format!("[{level}] "));
     }
-    text.push_str(&format!(
-        "{} — {where_line}",
-        sentry_text_truncated(&headline, 500)
-    ));
+    head.push_str(&sentry_text_truncated(&headline, 500));
+    if !state_line.is_empty() {
+        head.push_str(&format!(" — {}", state_line.text()));
+    }
+    head.push_str(&format!(" — {where_line}"));
+    let counts = count_line.map(|_| format!("{} {}", stats.summary(), stats.sparkline()));
+    SlackMessage {
+        text: fallback(&head, &fallback_tail(counts, extra.earlier, link)),
+        blocks,
+    }
+}
+
+/// The end of an issue message's fallback text, which is never cut: ` — 7d: 412 · 30d: 1,204
+/// ▁▂ — Earlier: <…|previous message> — <…|Open in Sentry>`, each part where there is one.
+fn fallback_tail(counts: Option<String>, earlier: Option<&str>, link: Option<&str>) -> String {
     let mut tail = String::new();
-    if count_line.is_some() {
-        tail.push_str(&format!(" — {} {}", stats.summary(), stats.sparkline()));
+    if let Some(counts) = counts {
+        tail.push_str(&format!(" — {counts}"));
+    }
+    if let Some(earlier) = earlier {
+        tail.push_str(&format!(" — Earlier: <{earlier}|previous message>"));
     }
     if let Some(url) = link {
         tail.push_str(&format!(" — <{url}|Open in Sentry>"));
     }
-    SlackMessage {
-        text: fallback(&text, &tail),
-        blocks,
+    tail
+}
+
+/// The header's text: emoji, level word (if any) and headline, cut to Slack's limit.
+fn header_text(alert: &Alert, level: Option<&String>, headline: &str) -> String {
+    let emoji = header_emoji(alert, level);
+    let parts = [
+        Some(emoji),
+        level.map(String::as_str),
+        Some(&plain(headline)),
+    ];
+    truncate(
+        &parts.into_iter().flatten().collect::<Vec<_>>().join(" "),
+        MAX_HEADER_CHARS,
+    )
+}
+
+/// Where the error happened: `*project* · environment · release 1.2`.
+fn where_line(alert: &Alert) -> String {
+    let mut where_parts = vec![format!("*{}*", sentry_text(alert.project()))];
+    if let Some(env) = &alert.environment {
+        where_parts.push(sentry_text(env));
     }
+    if let Some(release) = &alert.release {
+        where_parts.push(format!("release {}", sentry_text(release)));
+    }
+    where_parts.join(" · ")
 }
 
 /// The fallback text: `head` cut (ending in `…`) to leave room for `tail`, so that at most
@@ -413,7 +545,7 @@ fn context_line(alert: &Alert, target: &Target) -> Option<String> {
 }
 
 /// `14:02` when `since_ms` is on the UTC day of `now_ms`, else `2026-11-21 14:02`; UTC.
-fn short_time(since_ms: i64, now_ms: i64) -> String {
+pub(crate) fn short_time(since_ms: i64, now_ms: i64) -> String {
     let fmt = if crate::counts::day_of(since_ms) == crate::counts::day_of(now_ms) {
         "%H:%M"
     } else {
@@ -424,22 +556,41 @@ fn short_time(since_ms: i64, now_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The follow-up after a cooldown: `+37 since 14:02 · 7d: 412 · 30d: 1,204` (times UTC),
-/// without the route's mention (the original message already paged).
+/// A follow-up, without the route's mention (the original message already paged), saying
+/// first why it goes out (times UTC):
+/// - the end of a cooldown: `+37 since 14:02 · 7d: 412 · 30d: 1,204`;
+/// - a spike ([`FollowUpReason::Spike`]): `Spike: 100 events in the cooldown · +37 since
+///   14:02 · 7d: …`;
+/// - the end of a mute: `Mute ended: held back 37 since 14:02 · 7d: …`.
 pub fn render_followup(
     alert: &Alert,
     folded: u64,
     since_ms: i64,
     now_ms: i64,
     stats: &IssueStats,
+    reason: FollowUpReason,
 ) -> SlackMessage {
-    let headline = format!(
-        "+{} since {} · {} {}",
-        thousands(folded),
+    let since = format!(
+        "since {} · {} {}",
         short_time(since_ms, now_ms),
         stats.summary(),
         stats.sparkline()
     );
+    let folded = thousands(folded);
+    let (emoji, headline) = match reason {
+        FollowUpReason::CooldownEnded => (None, format!("+{folded} {since}")),
+        FollowUpReason::Spike { threshold } => (
+            Some(":chart_with_upwards_trend:"),
+            format!(
+                "Spike: {} events in the cooldown · +{folded} {since}",
+                thousands(threshold)
+            ),
+        ),
+        FollowUpReason::MuteEnded => (
+            Some(":loud_sound:"),
+            format!("Mute ended: held back {folded} {since}"),
+        ),
+    };
     let what = format!(
         "[{}] {} — {}{}",
         alert.level.as_str().to_ascii_uppercase(),
@@ -451,8 +602,12 @@ pub fn render_followup(
             .map(|e| format!(" · {}", sentry_text(e)))
             .unwrap_or_default()
     );
+    let lead = match emoji {
+        Some(emoji) => format!("{emoji} *{headline}*"),
+        None => format!("*{headline}*"),
+    };
     let mut blocks = vec![
-        section(&format!("*{headline}*")),
+        section(&lead),
         json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&what, MAX_SECTION_CHARS)}]}),
     ];
     let link = issue_link(alert, stats);
@@ -570,8 +725,10 @@ pub(crate) mod tests {
 
     /// Slack's limits on what it accepts, checked on a built message: at most [`MAX_BLOCKS`]
     /// blocks, [`MAX_HEADER_CHARS`] in a header, [`MAX_SECTION_CHARS`] in a section or a context
-    /// element, 75 in a button label, 3,000 in a button URL (Slack refuses the whole message
-    /// otherwise), and Sluice's own [`MAX_FALLBACK_CHARS`] for the fallback text.
+    /// element, 75 in a button label, 3,000 in a button URL, 255 in a `block_id` or an
+    /// `action_id`, 25 elements in an actions block, 100 options in a menu with labels of 75
+    /// and values of 150 (Slack refuses the whole message otherwise), and Sluice's own
+    /// [`MAX_FALLBACK_CHARS`] for the fallback text.
     pub(crate) fn assert_within_slack_limits(msg: &SlackMessage) {
         let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
         assert!(
@@ -591,13 +748,34 @@ pub(crate) mod tests {
             };
             let text = chars(&block["text"]["text"]);
             assert!(text <= limit, "{} block of {text} chars", block["type"]);
-            for element in block["elements"].as_array().into_iter().flatten() {
+            assert!(chars(&block["block_id"]) <= 255, "block_id too long");
+            let elements = block["elements"]
+                .as_array()
+                .map_or(&[][..], |e| e.as_slice());
+            if block["type"] == "actions" {
+                assert!(elements.len() <= 25, "{} elements", elements.len());
+            }
+            for element in elements {
                 let (text, limit) = match element["type"].as_str() {
                     Some("button") => (chars(&element["text"]["text"]), 75),
+                    Some("static_select") => (chars(&element["placeholder"]["text"]), 150),
                     _ => (chars(&element["text"]), MAX_SECTION_CHARS),
                 };
                 assert!(text <= limit, "{} element of {text} chars", element["type"]);
                 assert!(chars(&element["url"]) <= 3000, "URL too long");
+                assert!(chars(&element["action_id"]) <= 255, "action_id too long");
+                assert!(chars(&element["value"]) <= 2000, "value too long");
+                let options = element["options"]
+                    .as_array()
+                    .map_or(&[][..], |o| o.as_slice());
+                assert!(options.len() <= 100, "{} options", options.len());
+                for option in options {
+                    assert!(
+                        chars(&option["text"]["text"]) <= 75,
+                        "option label too long"
+                    );
+                    assert!(chars(&option["value"]) <= 150, "option value too long");
+                }
             }
         }
     }
@@ -713,7 +891,7 @@ pub(crate) mod tests {
                 msg.text
             );
             assert_eq!(msg.blocks.last().unwrap()["elements"][0]["url"], stored);
-            let followup = render_followup(&alert, 3, 0, 0, &with_url);
+            let followup = render_followup(&alert, 3, 0, 0, &with_url, COOLDOWN);
             assert!(followup.text.contains(stored), "{}", followup.text);
         }
     }
@@ -843,7 +1021,7 @@ pub(crate) mod tests {
         );
         let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
         assert!(header.ends_with("invoicegnp.exe x"), "{header:?}");
-        let rollup = render_followup(&alert, 2, 0, 0, &stats());
+        let rollup = render_followup(&alert, 2, 0, 0, &stats(), COOLDOWN);
         assert!(!all_text(&rollup).chars().any(is_invisible));
     }
 
@@ -948,7 +1126,7 @@ pub(crate) mod tests {
     #[test]
     fn the_followup_is_pinned() {
         let alert = sample_alert();
-        let msg = render_followup(&alert, 1_337, SINCE_MS, NOW_MS, &stats());
+        let msg = render_followup(&alert, 1_337, SINCE_MS, NOW_MS, &stats(), COOLDOWN);
         assert!(
             msg.text
                 .starts_with("+1,337 since 14:02 · 7d: 412 · 30d: 1,112"),
@@ -957,7 +1135,7 @@ pub(crate) mod tests {
         );
         assert_within_slack_limits(&msg);
         insta::assert_json_snapshot!("followup_message", msg);
-        let msg = render_followup(&alert, 2, SINCE_MS - 86_400_000, NOW_MS, &stats());
+        let msg = render_followup(&alert, 2, SINCE_MS - 86_400_000, NOW_MS, &stats(), COOLDOWN);
         assert!(
             msg.text.starts_with("+2 since 2025-11-21 14:02 · "),
             "{}",
@@ -1067,12 +1245,391 @@ pub(crate) mod tests {
             "{}",
             msg.text
         );
-        let msg = render_followup(&alert, 3, SINCE_MS, NOW_MS, &stats());
+        let msg = render_followup(&alert, 3, SINCE_MS, NOW_MS, &stats(), COOLDOWN);
         assert_within_slack_limits(&msg);
         assert!(
             msg.text.ends_with(&format!("… — <{url}|Open in Sentry>")),
             "{}",
             msg.text
+        );
+    }
+
+    /// The reason of a follow-up at the end of a cooldown.
+    const COOLDOWN: FollowUpReason = FollowUpReason::CooldownEnded;
+
+    /// Everything of a Web API channel: every button.
+    const ALL: [ActionKind; 4] = ActionKind::ALL;
+
+    /// A view at [`NOW_MS`] with every button.
+    fn two_way(state: Option<&IssueState>) -> View<'_> {
+        View {
+            actions: &ALL,
+            state,
+            muted_until_ms: None,
+            muted_by: None,
+            now_ms: NOW_MS,
+        }
+    }
+
+    /// The `action_id`s of a message's actions block.
+    fn action_ids(msg: &SlackMessage) -> Vec<String> {
+        let actions = msg
+            .blocks
+            .iter()
+            .find(|b| b["type"] == "actions")
+            .expect("an actions block");
+        actions["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action_id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// A plain view renders exactly today's message, whatever state the alert carries.
+    #[test]
+    fn a_plain_view_is_the_message_as_before() {
+        let mut alert = fixture_alert("issue.created", |v| v["action"] = json!("resolved"));
+        alert.state = Some(IssueState {
+            status: Status::Resolved {
+                in_next_release: false,
+            },
+            ..IssueState::default()
+        });
+        let plain = render_issue(&alert, &target(None), &stats(), &View::plain(NOW_MS));
+        assert_eq!(plain, render_alert(&alert, &target(None), &stats()));
+        let sample = sample_alert();
+        let msg = render_issue(&sample, &target(None), &stats(), &View::plain(NOW_MS));
+        assert_eq!(
+            msg.blocks.last().unwrap()["elements"][0]["text"]["text"],
+            "Open in Sentry"
+        );
+        assert!(msg.blocks.last().unwrap().get("block_id").is_none());
+    }
+
+    /// An open issue in a Web API channel: every button, and no state line.
+    #[test]
+    fn an_open_issue_with_every_button_is_pinned() {
+        let msg = render_issue(&sample_alert(), &target(None), &stats(), &two_way(None));
+        assert_eq!(
+            action_ids(&msg),
+            [
+                "sluice:resolve",
+                "sluice:resolve_next_release",
+                "sluice:archive",
+                "sluice:assign",
+                "sluice:mute",
+                "sluice:open"
+            ]
+        );
+        assert!(
+            !msg.blocks
+                .iter()
+                .any(|b| b["type"] == "actions" && b["elements"].as_array().unwrap().len() == 1)
+        );
+        // Text and everything above the buttons is the message without buttons.
+        let plain = render_alert(&sample_alert(), &target(None), &stats());
+        assert_eq!(msg.text, plain.text);
+        assert_eq!(
+            msg.blocks[..msg.blocks.len() - 1],
+            plain.blocks[..plain.blocks.len() - 1]
+        );
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("two_way_open_issue", msg);
+    }
+
+    /// Resolved by a person: a check mark instead of the level, the state line under the
+    /// header and in the fallback, and `Unresolve`.
+    #[test]
+    fn a_resolved_issue_is_pinned() {
+        let state = IssueState {
+            status: Status::Resolved {
+                in_next_release: false,
+            },
+            by: Some("Ada Lovelace".into()),
+            at_ms: Some(SINCE_MS),
+            assignee: None,
+        };
+        let msg = render_issue(
+            &sample_alert(),
+            &target(None),
+            &stats(),
+            &two_way(Some(&state)),
+        );
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            header,
+            ":white_check_mark: ReferenceError: heck is not defined"
+        );
+        assert_eq!(
+            msg.blocks[1]["elements"][0]["text"],
+            ":white_check_mark: Resolved by Ada Lovelace · 14:02"
+        );
+        assert!(
+            msg.text.starts_with(
+                "ReferenceError: heck is not defined — Resolved by Ada Lovelace · 14:02 — *front-end*"
+            ),
+            "{}",
+            msg.text
+        );
+        assert_eq!(
+            action_ids(&msg),
+            ["sluice:unresolve", "sluice:mute", "sluice:open"]
+        );
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("two_way_resolved", msg);
+    }
+
+    #[test]
+    fn an_archived_issue_is_pinned() {
+        let state = IssueState {
+            status: Status::Archived {
+                archive: crate::issue::Archive::Escalating,
+            },
+            ..IssueState::default()
+        };
+        let msg = render_issue(
+            &sample_alert(),
+            &target(None),
+            &stats(),
+            &two_way(Some(&state)),
+        );
+        assert!(
+            msg.text.starts_with(
+                "[ERROR] ReferenceError: heck is not defined — Archived until escalating — "
+            ),
+            "{}",
+            msg.text
+        );
+        assert_eq!(
+            msg.blocks[1]["elements"][0]["text"],
+            ":zzz: Archived until escalating"
+        );
+        assert_eq!(
+            action_ids(&msg),
+            ["sluice:unresolve", "sluice:mute", "sluice:open"]
+        );
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("two_way_archived_until_escalating", msg);
+    }
+
+    /// Assigned (still open): the state line names the assignee; the buttons stay.
+    #[test]
+    fn an_assigned_issue_is_pinned() {
+        let state = IssueState {
+            assignee: Some("#team-checkout".into()),
+            ..IssueState::default()
+        };
+        let msg = render_issue(
+            &sample_alert(),
+            &target(Some("<!subteam^S0123>")),
+            &stats(),
+            &two_way(Some(&state)),
+        );
+        assert_eq!(
+            msg.blocks[1]["elements"][0]["text"],
+            ":bust_in_silhouette: Assigned to #team-checkout"
+        );
+        assert!(
+            msg.text
+                .contains("heck is not defined — Assigned to #team-checkout — "),
+            "{}",
+            msg.text
+        );
+        assert_eq!(action_ids(&msg).len(), 6);
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("two_way_assigned", msg);
+    }
+
+    /// Muted here: the state line says until when and by whom, and `Unmute here` replaces the
+    /// menu; once the mute has ended neither shows.
+    #[test]
+    fn a_muted_issue_is_pinned() {
+        let view = View {
+            muted_until_ms: Some(NOW_MS + 3_600_000),
+            muted_by: Some("ada"),
+            ..two_way(None)
+        };
+        let msg = render_issue(&sample_alert(), &target(None), &stats(), &view);
+        assert_eq!(
+            msg.blocks[1]["elements"][0]["text"],
+            ":mute: Muted here until 16:02 by ada"
+        );
+        assert!(
+            msg.text.contains(" — Muted here until 16:02 by ada — "),
+            "{}",
+            msg.text
+        );
+        assert!(action_ids(&msg).contains(&"sluice:unmute".to_string()));
+        assert!(!action_ids(&msg).contains(&"sluice:mute".to_string()));
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("two_way_muted_here", msg);
+        let ended = View {
+            now_ms: NOW_MS + 3_600_000,
+            ..view
+        };
+        let msg = render_issue(&sample_alert(), &target(None), &stats(), &ended);
+        assert!(!all_text(&msg).contains("Muted"));
+        assert!(action_ids(&msg).contains(&"sluice:mute".to_string()));
+    }
+
+    /// A spike gets through a cooldown marked as one.
+    #[test]
+    fn the_spike_followup_is_pinned() {
+        let spike = FollowUpReason::Spike { threshold: 100 };
+        let msg = render_followup(&sample_alert(), 37, SINCE_MS, NOW_MS, &stats(), spike);
+        assert!(
+            msg.text.starts_with(
+                "Spike: 100 events in the cooldown · +37 since 14:02 · 7d: 412 · 30d: 1,112"
+            ),
+            "{}",
+            msg.text
+        );
+        let lead = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(
+            lead.starts_with(":chart_with_upwards_trend: *Spike: 100 events"),
+            "{lead}"
+        );
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("followup_spike", msg);
+    }
+
+    /// The end of a mute says how many occurrences it held back.
+    #[test]
+    fn the_mute_ended_followup_is_pinned() {
+        let ended = FollowUpReason::MuteEnded;
+        let msg = render_followup(&sample_alert(), 37, SINCE_MS, NOW_MS, &stats(), ended);
+        assert!(
+            msg.text
+                .starts_with("Mute ended: held back 37 since 14:02 · 7d: 412 · 30d: 1,112"),
+            "{}",
+            msg.text
+        );
+        assert!(all_text(&msg).contains("*Mute ended: held back 37 since 14:02"));
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("followup_mute_ended", msg);
+        // None held back is never sent, but renders.
+        let msg = render_followup(&sample_alert(), 0, SINCE_MS, NOW_MS, &stats(), ended);
+        assert!(
+            msg.text.starts_with("Mute ended: held back 0 since"),
+            "{}",
+            msg.text
+        );
+    }
+
+    /// A regression is a new message that links the channel's earlier one.
+    #[test]
+    fn the_regression_is_pinned() {
+        let alert = fixture_alert("issue.created", |v| v["action"] = json!("unresolved"));
+        let earlier = permalink("C0123456789", "1700000000.000100");
+        assert_eq!(
+            earlier,
+            "https://slack.com/archives/C0123456789/p1700000000000100"
+        );
+        let state = IssueState::default();
+        let msg = render_regression(
+            &alert,
+            &target(Some("<!subteam^S0123>")),
+            &stats(),
+            &two_way(Some(&state)),
+            Some(&earlier),
+        );
+        let header = msg.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(header.starts_with(":boom: FATAL Regressed: "), "{header}");
+        let earlier_section = format!("Earlier: <{earlier}|previous message>");
+        assert!(
+            msg.blocks
+                .iter()
+                .any(|b| b["text"]["text"] == earlier_section.as_str())
+        );
+        assert!(
+            msg.text.contains(&format!(" — {earlier_section}")),
+            "{}",
+            msg.text
+        );
+        assert!(
+            msg.text.starts_with("<!subteam^S0123> [FATAL] Regressed: "),
+            "{}",
+            msg.text
+        );
+        assert_eq!(action_ids(&msg)[0], "sluice:resolve");
+        assert_within_slack_limits(&msg);
+        insta::assert_json_snapshot!("regression", msg);
+        // An event alert's regression says so too; an unsafe link is left out.
+        let msg = render_regression(
+            &sample_alert(),
+            &target(None),
+            &stats(),
+            &View::plain(NOW_MS),
+            Some("javascript:x"),
+        );
+        assert!(
+            msg.text.starts_with("[ERROR] Regressed: ReferenceError"),
+            "{}",
+            msg.text
+        );
+        assert!(!all_text(&msg).contains("Earlier"));
+    }
+
+    /// Every message kind, with long text from Sentry in every field, stays within Slack's
+    /// limits.
+    #[test]
+    fn every_two_way_message_is_within_slack_limits() {
+        let mut alert = sample_alert();
+        alert.title = "x".repeat(10_000);
+        alert.detail = Some("<".repeat(10_000));
+        alert.projects = vec!["&".repeat(2_000)];
+        let long = "y".repeat(2_000);
+        let states = [
+            IssueState::default(),
+            IssueState {
+                status: Status::Resolved {
+                    in_next_release: true,
+                },
+                by: Some(long.clone()),
+                at_ms: Some(SINCE_MS),
+                assignee: Some(long.clone()),
+            },
+            IssueState {
+                status: Status::Archived {
+                    archive: crate::issue::Archive::Count { count: 100 },
+                },
+                by: Some(long.clone()),
+                ..IssueState::default()
+            },
+        ];
+        let earlier = permalink("C0123456789", "1700000000.000100");
+        for state in &states {
+            let view = View {
+                muted_until_ms: Some(NOW_MS + 1),
+                muted_by: Some(&long),
+                ..two_way(Some(state))
+            };
+            for msg in [
+                render_issue(&alert, &target(Some("<!here>")), &stats(), &view),
+                render_regression(&alert, &target(None), &stats(), &view, Some(&earlier)),
+            ] {
+                assert_within_slack_limits(&msg);
+                assert!(msg.text.ends_with("|Open in Sentry>"), "{}", msg.text);
+            }
+        }
+        for reason in [
+            COOLDOWN,
+            FollowUpReason::Spike {
+                threshold: u64::MAX,
+            },
+            FollowUpReason::MuteEnded,
+        ] {
+            let msg = render_followup(&alert, u64::MAX, SINCE_MS, NOW_MS, &stats(), reason);
+            assert_within_slack_limits(&msg);
+        }
+    }
+
+    #[test]
+    fn an_ephemeral_reply_leaves_the_message() {
+        assert_eq!(
+            ephemeral("Not a Sluice action"),
+            json!({"response_type": "ephemeral", "replace_original": false, "text": "Not a Sluice action"})
         );
     }
 

@@ -4,6 +4,9 @@
 //! Only `200` (webhook) or `"ok": true` (Web API) is success. `429` (or `ratelimited`) waits
 //! for `Retry-After`; 5xx, Slack's transient errors, timeouts and connection errors back off
 //! and retry; every other error is permanent and carries Slack's error string.
+//!
+//! The same client asks Slack who clicked a button (`users.info`) and answers the clicker
+//! privately (a click's `response_url`), classified the same way.
 
 use std::io::Write;
 use std::time::Duration;
@@ -145,6 +148,18 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub use crate::config::DEFAULT_MAX_RETRY_AFTER;
 
+/// Who a Slack user is (`users.info`): what the state line and Sentry's comment call them,
+/// and the email that finds them among Sentry's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackUser {
+    /// Their email (`user.profile.email`; only with the `users:read.email` scope).
+    pub email: Option<String>,
+    /// Their full name (`user.real_name`, else `user.profile.real_name`), where set.
+    pub real_name: Option<String>,
+    /// Their handle (`user.name`).
+    pub name: String,
+}
+
 /// Web API error strings that are worth retrying (Slack's own transient failures).
 const TRANSIENT_API_ERRORS: &[&str] = &[
     "internal_error",
@@ -257,6 +272,50 @@ impl SlackClient {
         }
     }
 
+    /// Who `user_id` is (`users.info` with the bot token: `GET {api_base}/users.info?user=…`).
+    /// Errors are classified like a message's: `ok: false` (`user_not_found`,
+    /// `missing_scope`…) is [`Retry::Never`] with Slack's error.
+    pub async fn user_info(
+        &self,
+        api_base: &str,
+        token: &str,
+        user_id: &str,
+    ) -> Result<SlackUser, Retry> {
+        let query = serde_urlencoded::to_string([("user", user_id)])
+            .expect("a pair of strings always encodes");
+        let url = format!("{}/users.info?{query}", api_base.trim_end_matches('/'));
+        let request = self.http.get(url).bearer_auth(token);
+        let answer = exchange(request, self.max_retry_after).await?;
+        let body = web_api_answer(answer.status, answer.retry_after, &answer.text)?;
+        let user = &body["user"];
+        let text = |v: &Value| {
+            v.as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let name = text(&user["name"]).ok_or_else(|| {
+            Retry::Never(Refusal::new(
+                "invalid_response",
+                "users.info answered without a user name",
+            ))
+        })?;
+        Ok(SlackUser {
+            email: text(&user["profile"]["email"]),
+            real_name: text(&user["real_name"]).or_else(|| text(&user["profile"]["real_name"])),
+            name,
+        })
+    }
+
+    /// Posts `body` (an [`ephemeral`](super::message::ephemeral) reply, say) to a click's
+    /// `response_url`. `200` is [`SendOutcome::Posted`]; an answer in the Web API's shape is
+    /// read like one (`ok: false` → Slack's error); otherwise it is classified like a
+    /// webhook's. The URL comes from a signed Slack request, and is never logged.
+    pub async fn respond(&self, response_url: &str, body: &Value) -> SendOutcome {
+        let request = self.http.post(response_url).json(body);
+        send(request, self.max_retry_after, classify_response_url).await
+    }
+
     async fn web_api(
         &self,
         api_base: &str,
@@ -270,22 +329,43 @@ impl SlackClient {
     }
 }
 
+/// What came back for a request: status, `Retry-After` (cut to the setting) and body.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    text: String,
+}
+
+/// Sends `request` and reads the answer; a request that got none (connection error, timeout)
+/// is retried with backoff.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    max_retry_after: Duration,
+) -> Result<Answer, Retry> {
+    let resp = request
+        .send()
+        .await
+        .map_err(|err| Retry::Backoff(describe(err)))?;
+    let status = resp.status();
+    let retry_after = retry_after(resp.headers(), max_retry_after);
+    let text = resp.text().await.unwrap_or_default();
+    Ok(Answer {
+        status,
+        retry_after,
+        text,
+    })
+}
+
 /// Sends `request` and reads Slack's answer with `classify` (status, Retry-After cut to
-/// `max_retry_after`, body); a request that got no answer (connection error, timeout) is
-/// retried with backoff.
+/// `max_retry_after`, body).
 async fn send(
     request: reqwest::RequestBuilder,
     max_retry_after: Duration,
     classify: fn(StatusCode, Option<Duration>, &str) -> SendOutcome,
 ) -> SendOutcome {
-    match request.send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            let retry_after = retry_after(resp.headers(), max_retry_after);
-            let text = resp.text().await.unwrap_or_default();
-            classify(status, retry_after, &text)
-        }
-        Err(err) => SendOutcome::Failed(Retry::Backoff(describe(err))),
+    match exchange(request, max_retry_after).await {
+        Ok(answer) => classify(answer.status, answer.retry_after, &answer.text),
+        Err(retry) => SendOutcome::Failed(retry),
     }
 }
 
@@ -371,11 +451,43 @@ pub fn classify_web_api(
     retry_after: Option<Duration>,
     body: &str,
 ) -> SendOutcome {
+    match web_api_answer(status, retry_after, body) {
+        Ok(parsed) => SendOutcome::Posted {
+            ts: parsed["ts"].as_str().map(str::to_string),
+            channel: parsed["channel"].as_str().map(str::to_string),
+        },
+        Err(retry) => SendOutcome::Failed(retry),
+    }
+}
+
+/// Classifies the answer to a post to a click's `response_url`: Web API shaped (`{"ok":…}`)
+/// answers like [`classify_web_api`], others like [`classify_webhook`].
+pub fn classify_response_url(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> SendOutcome {
+    let web_api_shaped = serde_json::from_str::<Value>(body).is_ok_and(|v| v["ok"].is_boolean());
+    if web_api_shaped {
+        classify_web_api(status, retry_after, body)
+    } else {
+        classify_webhook(status, retry_after, body)
+    }
+}
+
+/// A Web API answer's JSON when it says `"ok": true`, else what to do about it: 429 or
+/// `ratelimited` waits, 5xx and Slack's transient errors back off, a success that is not JSON
+/// backs off, and every other error is permanent with Slack's error string.
+fn web_api_answer(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Result<Value, Retry> {
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return SendOutcome::Failed(Retry::After(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)));
+        return Err(Retry::After(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)));
     }
     if status.is_server_error() {
-        return SendOutcome::Failed(Retry::Backoff(format!(
+        return Err(Retry::Backoff(format!(
             "HTTP {}: {}",
             status.as_u16(),
             slack_error(body)
@@ -383,32 +495,29 @@ pub fn classify_web_api(
     }
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let Some(parsed) = parsed else {
-        return if status.is_success() {
-            SendOutcome::Failed(Retry::Backoff("response is not JSON".into()))
+        return Err(if status.is_success() {
+            Retry::Backoff("response is not JSON".into())
         } else {
-            SendOutcome::Failed(Retry::Never(Refusal::new(
+            Retry::Never(Refusal::new(
                 &format!("http_{}", status.as_u16()),
                 format!("HTTP {}: {}", status.as_u16(), slack_error(body)),
-            )))
-        };
+            ))
+        });
     };
     if parsed["ok"].as_bool() == Some(true) {
-        return SendOutcome::Posted {
-            ts: parsed["ts"].as_str().map(str::to_string),
-            channel: parsed["channel"].as_str().map(str::to_string),
-        };
+        return Ok(parsed);
     }
     let error = parsed["error"]
         .as_str()
         .unwrap_or("unknown_error")
         .to_string();
-    if error == "ratelimited" {
-        SendOutcome::Failed(Retry::After(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)))
+    Err(if error == "ratelimited" {
+        Retry::After(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
     } else if TRANSIENT_API_ERRORS.contains(&error.as_str()) {
-        SendOutcome::Failed(Retry::Backoff(error))
+        Retry::Backoff(error)
     } else {
-        SendOutcome::Failed(Retry::Never(Refusal::answered(status, &error)))
-    }
+        Retry::Never(Refusal::answered(status, &error))
+    })
 }
 
 #[cfg(test)]
@@ -542,6 +651,147 @@ mod tests {
             panic!("still a Web API destination");
         };
         assert_eq!(channel, "alerts");
+    }
+
+    /// A stand-in for Slack's `users.info` and a click's `response_url` on port 0: the users
+    /// `U1` (all fields) and `U2` (no email, no real name), Slack down for `U5`; `respond/ok`
+    /// records the body it got, `respond/expired` refuses like Slack.
+    async fn slack_stand_in() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+        use axum::extract::{Path, Query};
+        use axum::http::HeaderMap;
+        use axum::routing::{get, post};
+        let posted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let users_info = |Query(q): Query<std::collections::HashMap<String, String>>,
+                          headers: HeaderMap| async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+            let body = match (auth, q.get("user").map(String::as_str)) {
+                (Some("Bearer xoxb-1"), Some("U1")) => json!({"ok": true, "user": {
+                    "id": "U1", "name": "ada", "real_name": "Ada Lovelace",
+                    "profile": {"email": "ada@example.com", "real_name": "Ada Lovelace"}}}),
+                (Some("Bearer xoxb-1"), Some("U2")) => {
+                    json!({"ok": true, "user": {"id": "U2", "name": "grace", "profile": {}}})
+                }
+                (Some("Bearer xoxb-1"), Some("U5")) => {
+                    return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({})));
+                }
+                (Some("Bearer xoxb-1"), _) => json!({"ok": false, "error": "user_not_found"}),
+                _ => json!({"ok": false, "error": "not_authed"}),
+            };
+            (StatusCode::OK, axum::Json(body))
+        };
+        let seen = posted.clone();
+        let respond = move |Path(id): Path<String>, axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                match id.as_str() {
+                    "ok" => (StatusCode::OK, "ok".to_string()),
+                    _ => (
+                        StatusCode::NOT_FOUND,
+                        json!({"ok": false, "error": "expired_url"}).to_string(),
+                    ),
+                }
+            }
+        };
+        let app = axum::Router::new()
+            .route("/api/users.info", get(users_info))
+            .route("/respond/{id}", post(respond));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, posted)
+    }
+
+    /// `users.info` names the clicker: email and full name where Slack has them.
+    #[tokio::test]
+    async fn user_info_reads_slacks_user() {
+        let (base, _) = slack_stand_in().await;
+        let client = SlackClient::new(Duration::from_secs(5));
+        let api = format!("{base}/api/");
+        assert_eq!(
+            client.user_info(&api, "xoxb-1", "U1").await,
+            Ok(SlackUser {
+                email: Some("ada@example.com".into()),
+                real_name: Some("Ada Lovelace".into()),
+                name: "ada".into(),
+            })
+        );
+        assert_eq!(
+            client.user_info(&api, "xoxb-1", "U2").await,
+            Ok(SlackUser {
+                email: None,
+                real_name: None,
+                name: "grace".into(),
+            })
+        );
+        assert_eq!(
+            client.user_info(&api, "xoxb-1", "U404").await,
+            Err(Retry::Never(Refusal::new(
+                "user_not_found",
+                "user_not_found"
+            )))
+        );
+        assert_eq!(
+            client.user_info(&api, "xoxb-2", "U1").await,
+            Err(Retry::Never(Refusal::new("not_authed", "not_authed")))
+        );
+        assert!(matches!(
+            client.user_info(&api, "xoxb-1", "U5").await,
+            Err(Retry::Backoff(_))
+        ));
+        // Nobody listening: retried.
+        assert!(matches!(
+            client
+                .user_info("http://127.0.0.1:1/api", "xoxb-1", "U1")
+                .await,
+            Err(Retry::Backoff(_))
+        ));
+    }
+
+    /// An answer to the clicker goes to the click's `response_url` as JSON.
+    #[tokio::test]
+    async fn respond_posts_to_the_response_url() {
+        let (base, posted) = slack_stand_in().await;
+        let client = SlackClient::new(Duration::from_secs(5));
+        let body = super::super::message::ephemeral("Not a Sluice action");
+        assert_eq!(
+            client.respond(&format!("{base}/respond/ok"), &body).await,
+            SendOutcome::Posted {
+                ts: None,
+                channel: None
+            }
+        );
+        assert_eq!(
+            client.respond(&format!("{base}/respond/gone"), &body).await,
+            SendOutcome::Failed(Retry::Never(Refusal::new("expired_url", "expired_url")))
+        );
+        assert_eq!(*posted.lock().unwrap(), vec![body.clone(), body]);
+    }
+
+    #[test]
+    fn response_url_answers() {
+        assert_eq!(
+            classify_response_url(StatusCode::OK, None, r#"{"ok":true}"#),
+            SendOutcome::Posted {
+                ts: None,
+                channel: None
+            }
+        );
+        assert_eq!(
+            classify_response_url(StatusCode::OK, None, "ok"),
+            SendOutcome::Posted {
+                ts: None,
+                channel: None
+            }
+        );
+        assert_eq!(
+            classify_response_url(StatusCode::NOT_FOUND, None, "used_url"),
+            SendOutcome::Failed(Retry::Never(Refusal::new("used_url", "used_url")))
+        );
+        assert!(matches!(
+            classify_response_url(StatusCode::BAD_GATEWAY, None, ""),
+            SendOutcome::Failed(Retry::Backoff(_))
+        ));
     }
 
     /// A permanent failure without Slack's error token says what came back.

@@ -5,6 +5,13 @@
 //! its own, [`FakeSlack::channel_id`]) and `chat.update` refuses a channel name with
 //! `channel_not_found`.
 //!
+//! For clicks: `users.info` (GET or POST) answers from the users of
+//! [`FakeSlack::add_user`] (`user_not_found` for others), and `/respond/{id}` stands for a
+//! click's `response_url` ([`FakeSlack::response_url`]) and records what Sluice answered the
+//! clicker ([`FakeSlack::responded`]). Both go through the same script, default reply and
+//! refusals as every other request, and are recorded (`api/users.info` with the body
+//! `{"user": ID}`, `respond/{id}`).
+//!
 //! The benchmark's Slack stand-in too: it counts without copying ([`FakeSlack::accepted_count`])
 //! and answers every request 429 or 503 when told to ([`FakeSlack::set_default`]).
 
@@ -16,10 +23,10 @@ use tokio::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -50,6 +57,8 @@ pub struct Received {
     pub at: Instant,
     /// How the fake answered.
     pub reply: String,
+    /// The `ts` of the message a Web API request posted (`chat.postMessage` answered `ok`).
+    pub ts: Option<String>,
 }
 
 impl Received {
@@ -75,6 +84,8 @@ struct Inner {
     hung: Mutex<std::collections::HashSet<String>>,
     /// Paths whose every request is refused with this Slack error string.
     refused: Mutex<std::collections::HashMap<String, &'static str>>,
+    /// The `user` objects `users.info` answers, by user id.
+    users: Mutex<std::collections::HashMap<String, Value>>,
 }
 
 /// Handle to a running fake Slack.
@@ -92,7 +103,9 @@ impl FakeSlack {
         *inner.default.lock().unwrap() = Some(Reply::Ok);
         let app = Router::new()
             .route("/hooks/{name}", post(webhook))
+            .route("/api/users.info", get(users_info).post(users_info))
             .route("/api/{method}", post(web_api))
+            .route("/respond/{id}", post(respond))
             .with_state(inner.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -126,6 +139,53 @@ impl FakeSlack {
     /// The Web API base URL.
     pub fn api_base(&self) -> String {
         format!("{}/api", self.base)
+    }
+
+    /// A click's `response_url` in this fake: what Sluice posts there is recorded under
+    /// `respond/{id}`.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("{}/respond/{id}", self.base)
+    }
+
+    /// Adds a workspace member that `users.info` knows: Slack's `user` object with `name`,
+    /// `real_name` and `profile.email` (absent when `None`, as without the
+    /// `users:read.email` scope).
+    pub fn add_user(&self, id: &str, name: &str, real_name: &str, email: Option<&str>) {
+        let mut profile = json!({"real_name": real_name, "display_name": name});
+        if let Some(email) = email {
+            profile["email"] = email.into();
+        }
+        let user = json!({
+            "id": id,
+            "team_id": "T0123456789",
+            "name": name,
+            "real_name": real_name,
+            "deleted": false,
+            "is_bot": false,
+            "profile": profile
+        });
+        self.inner
+            .users
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), user);
+    }
+
+    /// The bodies Sluice posted to [`response_url`](Self::response_url)`(id)`, in order,
+    /// whatever the answer.
+    pub fn responded(&self, id: &str) -> Vec<Value> {
+        self.requests_to(&format!("respond/{id}"))
+            .into_iter()
+            .map(|r| r.body)
+            .collect()
+    }
+
+    /// Every request to `path` (`api/users.info`, `respond/x`, `hooks/NAME`), in order.
+    pub fn requests_to(&self, path: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 
     /// Answers the next requests with `replies`, in order, then with the default again.
@@ -281,6 +341,16 @@ struct Hung;
 
 /// Picks the reply for a request and records both.
 fn answer(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes) -> Reply {
+    answer_with_ts(inner, path, headers, body).0
+}
+
+/// [`answer`], with the `ts` of the message when it posts one (`chat.postMessage`, ok).
+fn answer_with_ts(
+    inner: &Arc<Inner>,
+    path: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (Reply, Option<String>) {
     let fake = FakeSlack {
         inner: inner.clone(),
         base: String::new(),
@@ -290,8 +360,13 @@ fn answer(inner: &Arc<Inner>, path: String, headers: &HeaderMap, body: &Bytes) -
         Some(error) => Reply::SlackError(error),
         None => as_slack_would(&path, body, fake.next_reply()),
     };
-    record(inner, path, headers, body, &reply);
-    reply
+    let ts = (path == "api/chat.postMessage" && matches!(reply, Reply::Ok)).then(|| {
+        let mut n = inner.next_ts.lock().unwrap();
+        *n += 1;
+        format!("1700000000.{:06}", *n)
+    });
+    record(inner, path, headers, body, &reply, ts.clone());
+    (reply, ts)
 }
 
 /// What real Slack answers whatever the script says: `chat.update` accepts only a channel id,
@@ -322,6 +397,7 @@ fn record(
     headers: &HeaderMap,
     body: &Bytes,
     reply: &dyn std::fmt::Debug,
+    ts: Option<String>,
 ) {
     let body = serde_json::from_slice(body).unwrap_or(Value::Null);
     inner.received.lock().unwrap().push(Received {
@@ -333,6 +409,7 @@ fn record(
         body,
         at: Instant::now(),
         reply: format!("{reply:?}"),
+        ts,
     });
     inner.arrived.notify_waiters();
 }
@@ -345,7 +422,7 @@ async fn webhook(
 ) -> Response {
     let path = format!("hooks/{name}");
     if inner.hung.lock().unwrap().contains(&path) {
-        record(&inner, path, &headers, &body, &Hung);
+        record(&inner, path, &headers, &body, &Hung, None);
         return std::future::pending().await;
     }
     let reply = answer(&inner, path, &headers, &body);
@@ -372,22 +449,31 @@ async fn web_api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let reply = answer(&inner, format!("api/{method}"), &headers, &body);
+    let (reply, ts) = answer_with_ts(&inner, format!("api/{method}"), &headers, &body);
     let latency = *inner.latency.lock().unwrap();
     tokio::time::sleep(latency).await;
     match reply {
         Reply::Ok => {
-            let ts = {
-                let mut n = inner.next_ts.lock().unwrap();
-                *n += 1;
-                format!("1700000000.{:06}", *n)
-            };
+            // chat.update answers the ts it was given.
+            let ts = ts.or_else(|| {
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)["ts"]
+                    .as_str()
+                    .map(str::to_string)
+            });
             let asked = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)["channel"]
                 .as_str()
                 .map(FakeSlack::channel_id)
                 .unwrap_or_default();
             axum::Json(json!({"ok": true, "ts": ts, "channel": asked})).into_response()
         }
+        failure => web_api_failure(failure),
+    }
+}
+
+/// How the Web API answers a request it does not accept.
+fn web_api_failure(reply: Reply) -> Response {
+    match reply {
+        Reply::Ok => unreachable!("an accepted request is answered by its handler"),
         Reply::RateLimited { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", retry_after_secs.to_string())],
@@ -398,5 +484,125 @@ async fn web_api(
         Reply::SlackError(error) => {
             axum::Json(json!({"ok": false, "error": error})).into_response()
         }
+    }
+}
+
+/// `users.info`: the user asked for (`?user=` or a form body's `user`), from the users of
+/// [`FakeSlack::add_user`]; recorded as `api/users.info` with the body `{"user": ID}`.
+async fn users_info(
+    State(inner): State<Arc<Inner>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fields = |raw: &[u8]| {
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(raw)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|(k, v)| (k == "user").then_some(v))
+    };
+    let user = fields(query.unwrap_or_default().as_bytes()).or_else(|| fields(&body));
+    let asked = Bytes::from(json!({ "user": user }).to_string());
+    let reply = answer(&inner, "api/users.info".into(), &headers, &asked);
+    let latency = *inner.latency.lock().unwrap();
+    tokio::time::sleep(latency).await;
+    if !matches!(reply, Reply::Ok) {
+        return web_api_failure(reply);
+    }
+    let known = user.and_then(|id| inner.users.lock().unwrap().get(&id).cloned());
+    match known {
+        Some(user) => axum::Json(json!({"ok": true, "user": user})).into_response(),
+        None => axum::Json(json!({"ok": false, "error": "user_not_found"})).into_response(),
+    }
+}
+
+/// A click's `response_url`: records the JSON posted to `respond/{id}` and answers like
+/// Slack (`{"ok":true}`, or `{"ok":false,"error":…}` with 404 when refused).
+async fn respond(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("respond/{id}");
+    if inner.hung.lock().unwrap().contains(&path) {
+        record(&inner, path, &headers, &body, &Hung, None);
+        return std::future::pending().await;
+    }
+    let reply = answer(&inner, path, &headers, &body);
+    let latency = *inner.latency.lock().unwrap();
+    tokio::time::sleep(latency).await;
+    match reply {
+        Reply::Ok => axum::Json(json!({"ok": true})).into_response(),
+        Reply::SlackError(error) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"ok": false, "error": error})),
+        )
+            .into_response(),
+        other => web_api_failure(other),
+    }
+}
+
+/// The fake's click-side endpoints, through Sluice's own client.
+// The imports are inside the test: the benchmark compiles this file too, without its tests.
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn users_info_and_response_urls_answer_like_slack() {
+        use std::time::Duration;
+
+        use serde_json::json;
+        use sluice::slack::transport::{Refusal, Retry, SendOutcome, SlackClient, SlackUser};
+
+        use super::{FakeSlack, Reply};
+
+        let fake = FakeSlack::start().await;
+        fake.add_user("U1", "ada", "Ada Lovelace", Some("ada@example.com"));
+        fake.add_user("U2", "grace", "Grace Hopper", None);
+        let client = SlackClient::new(Duration::from_secs(5));
+        let api = fake.api_base();
+        assert_eq!(
+            client.user_info(&api, "xoxb-1", "U1").await,
+            Ok(SlackUser {
+                email: Some("ada@example.com".into()),
+                real_name: Some("Ada Lovelace".into()),
+                name: "ada".into(),
+            })
+        );
+        assert_eq!(
+            client.user_info(&api, "xoxb-1", "U2").await.unwrap().email,
+            None
+        );
+        assert_eq!(
+            client.user_info(&api, "xoxb-1", "U3").await,
+            Err(Retry::Never(Refusal::new(
+                "user_not_found",
+                "user_not_found"
+            )))
+        );
+        fake.script([Reply::ServerError]);
+        assert!(matches!(
+            client.user_info(&api, "xoxb-1", "U1").await,
+            Err(Retry::Backoff(_))
+        ));
+        let asked = fake.requests_to("api/users.info");
+        assert_eq!(asked.len(), 4);
+        assert_eq!(asked[0].body, json!({"user": "U1"}));
+        assert_eq!(asked[0].authorization.as_deref(), Some("Bearer xoxb-1"));
+
+        let reply = json!({"response_type": "ephemeral", "text": "done"});
+        let url = fake.response_url("click-1");
+        let posted = SendOutcome::Posted {
+            ts: None,
+            channel: None,
+        };
+        assert_eq!(client.respond(&url, &reply).await, posted);
+        fake.refuse("respond/click-1", "expired_url");
+        assert_eq!(
+            client.respond(&url, &reply).await,
+            SendOutcome::Failed(Retry::Never(Refusal::new("expired_url", "expired_url")))
+        );
+        assert_eq!(fake.responded("click-1"), [reply.clone(), reply]);
+        assert!(fake.responded("click-2").is_empty());
     }
 }
