@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `route`, `digest`, `sign`. `main.rs` only calls
-//! [`main`].
+//! The command line: `serve`, `check`, `route`, `digest`, `sign`, and `mute`, `unmute`,
+//! `mutes` (in `cli/mutes.rs`). `main.rs` only calls [`main`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +14,8 @@ use crate::counts::{DAY_MS, IssueStats};
 use crate::routing::Router;
 use crate::sentry::{self, Parsed};
 use crate::slack::render_alert;
+
+mod mutes;
 
 /// Sluice routes Sentry webhooks to Slack channels, with counts and storm control.
 #[derive(Debug, Parser)]
@@ -62,6 +64,13 @@ enum Command {
         /// File holding the exact body to send (`curl --data-binary @FILE`).
         file: PathBuf,
     },
+    /// Mute an issue in a channel for a while: its occurrences there are counted, not posted,
+    /// and one message says how many when the mute ends.
+    Mute(mutes::MuteArgs),
+    /// End an issue's mute in a channel now; what it held back is posted.
+    Unmute(mutes::UnmuteArgs),
+    /// List the active mutes.
+    Mutes(ConfigArg),
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +129,9 @@ pub fn main() -> ExitCode {
             channel,
             dry_run,
         } => finish(digest(&config.config, channel.as_deref(), dry_run)),
+        Command::Mute(args) => finish(mutes::mute(&args)),
+        Command::Unmute(args) => finish(mutes::unmute(&args)),
+        Command::Mutes(args) => finish(mutes::list(&args.config)),
         Command::Sign { secret, file } => match std::fs::read(&file) {
             Ok(body) => {
                 println!("{}", sentry::sign(&body, secret.as_bytes()));

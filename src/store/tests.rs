@@ -198,6 +198,7 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
             occurrences_pending: 1,
             messages_dead: 1,
             occurrences_dead: 1,
+            occurrences_muted: 0,
         }
     );
     let dead = store.dead_letters(10).await.unwrap();
@@ -556,6 +557,222 @@ async fn a_comment_does_not_rename_its_issue(store: &dyn Store) {
     assert_eq!(title("8").await.as_deref(), Some("PaymentError"));
 }
 
+/// `n` occurrences of `issue` routed to `chan`, one a second from `at`, each through `target`
+/// (changed by `adjust`); returns the outcomes.
+async fn occurrences(
+    store: &dyn Store,
+    issue: &str,
+    at: i64,
+    n: i64,
+    adjust: impl Fn(&mut Target),
+) -> Vec<IngestOutcome> {
+    let mut outcomes = Vec::new();
+    for i in 0..n {
+        let event = format!("{issue}-{at}-{i}");
+        let mut d = delivery(
+            &event,
+            at + i * 1000,
+            Some(alert(issue, Some(&event))),
+            &["chan"],
+        );
+        d.targets.iter_mut().for_each(&adjust);
+        outcomes.push(store.ingest(d).await.unwrap());
+    }
+    outcomes
+}
+
+/// `routed = posted + pending + dead + muted`, for `chan`; returns its totals.
+async fn accounted(store: &dyn Store) -> ChannelTotals {
+    let t = store.channel_totals("chan").await.unwrap();
+    assert_eq!(
+        t.occurrences_routed,
+        t.occurrences_posted + t.occurrences_pending + t.occurrences_dead + t.occurrences_muted,
+        "{t:?}"
+    );
+    t
+}
+
+/// The follow-ups waiting for `chan`: reason, occurrences carried, since when.
+async fn follow_ups(store: &dyn Store) -> Vec<(crate::storm::FollowUpReason, u64, i64)> {
+    let waiting = store.channel_outbox("chan").await.unwrap();
+    waiting
+        .iter()
+        .filter_map(|item| match &item.message {
+            OutboxMessage::FollowUp {
+                folded,
+                since_ms,
+                reason,
+                ..
+            } => {
+                assert_eq!(item.occurrences, *folded);
+                Some((*reason, *folded, *since_ms))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Store) {
+    use crate::storm::FollowUpReason::MuteEnded;
+    let end = T0 + 60_000;
+    store
+        .mute("m1", "chan", end, Some("Ada Lovelace"), T0)
+        .await
+        .unwrap();
+    let mute = Mute {
+        issue_key: "m1".into(),
+        channel: "chan".into(),
+        until_ms: end,
+        by: Some("Ada Lovelace".into()),
+        held: 0,
+        title: None,
+    };
+    assert_eq!(store.mutes(T0).await.unwrap(), std::slice::from_ref(&mute));
+    assert_eq!(store.mute_of("m1", "chan", T0).await.unwrap(), Some(mute));
+    assert_eq!(store.mute_of("m1", "other", T0).await.unwrap(), None);
+    assert_eq!(
+        store.next_due_at().await.unwrap(),
+        Some(end),
+        "wakes at its end"
+    );
+    let outcomes = occurrences(store, "m1", T0 + 1000, 5, |_| {}).await;
+    let held = IngestOutcome::Stored {
+        counted: true,
+        queued: 0,
+    };
+    assert_eq!(outcomes, [held; 5], "counted, not posted");
+    let totals = accounted(store).await;
+    assert_eq!(
+        (totals.occurrences_muted, totals.occurrences_pending),
+        (5, 0)
+    );
+    let listed = store.mutes(T0 + 5_000).await.unwrap();
+    assert_eq!(
+        (listed[0].held, listed[0].title.as_deref()),
+        (5, Some("PaymentError"))
+    );
+    assert_eq!(store.release_cooldowns(end - 1).await.unwrap(), 0);
+    assert_eq!(store.release_cooldowns(end).await.unwrap(), 1);
+    assert_eq!(
+        store.release_cooldowns(end).await.unwrap(),
+        0,
+        "exactly once"
+    );
+    assert_eq!(follow_ups(store).await, [(MuteEnded, 5, T0 + 1000)]);
+    assert!(store.mutes(end).await.unwrap().is_empty());
+    assert_eq!(store.mute_of("m1", "chan", end).await.unwrap(), None);
+    let totals = accounted(store).await;
+    assert_eq!(
+        (totals.occurrences_muted, totals.occurrences_pending),
+        (0, 5)
+    );
+    // The message at the end of the mute starts a cooldown: the next occurrence folds.
+    let after = occurrences(store, "m1", end + 1000, 1, |_| {}).await;
+    assert_eq!(after, [held]);
+    assert_eq!(accounted(store).await.occurrences_folded, 1);
+}
+
+async fn mutes_are_moved_ended_now_and_ended_quietly(store: &dyn Store) {
+    use crate::storm::FollowUpReason::MuteEnded;
+    // A mute that held nothing ends without a message.
+    store
+        .mute("quiet", "chan", T0 + 1000, None, T0)
+        .await
+        .unwrap();
+    assert_eq!(store.release_cooldowns(T0 + 1000).await.unwrap(), 0);
+    assert!(store.mutes(T0).await.unwrap().is_empty(), "the row is gone");
+    // Moving a mute keeps what it held.
+    store
+        .mute("moved", "chan", T0 + 10_000, None, T0)
+        .await
+        .unwrap();
+    occurrences(store, "moved", T0 + 1, 2, |_| {}).await;
+    store
+        .mute("moved", "chan", T0 + 5_000, Some("cli"), T0 + 3_000)
+        .await
+        .unwrap();
+    let moved = store
+        .mute_of("moved", "chan", T0 + 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((moved.until_ms, moved.held), (T0 + 5_000, 2));
+    assert_eq!(moved.by.as_deref(), Some("cli"));
+    // Unmute ends it now, queueing its message in the same transaction, once.
+    assert!(store.unmute("moved", "chan", T0 + 4_000).await.unwrap());
+    assert!(!store.unmute("moved", "chan", T0 + 4_001).await.unwrap());
+    assert_eq!(store.release_cooldowns(T0 + 9_000).await.unwrap(), 0);
+    assert_eq!(follow_ups(store).await, [(MuteEnded, 2, T0 + 1)]);
+    // A new mute over one whose time was up (not yet released) ends the old one first.
+    store
+        .mute("again", "chan", T0 + 20_000, None, T0)
+        .await
+        .unwrap();
+    occurrences(store, "again", T0 + 10_000, 1, |_| {}).await;
+    store
+        .mute("again", "chan", T0 + 90_000, None, T0 + 30_000)
+        .await
+        .unwrap();
+    let again = store
+        .mute_of("again", "chan", T0 + 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.until_ms, again.held), (T0 + 90_000, 0));
+    assert_eq!(follow_ups(store).await.len(), 2);
+    // A mute "until" now or earlier is an unmute.
+    store
+        .mute("again", "chan", T0, None, T0 + 30_000)
+        .await
+        .unwrap();
+    assert!(store.mutes(T0 + 30_000).await.unwrap().is_empty());
+    accounted(store).await;
+}
+
+async fn spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(store: &dyn Store) {
+    use crate::storm::FollowUpReason::{CooldownEnded, MuteEnded, Spike};
+    // Cooldown 30 min, thresholds 10/100/1000: the alert, and a spike at the 10th repeat.
+    let outcomes = occurrences(store, "s1", T0, 12, |_| {}).await;
+    let queued: Vec<usize> = outcomes
+        .iter()
+        .map(|o| match o {
+            IngestOutcome::Stored { queued, .. } => *queued,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(queued, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    assert_eq!(
+        follow_ups(store).await,
+        [(Spike { threshold: 10 }, 10, T0 + 1000)]
+    );
+    assert_eq!(accounted(store).await.occurrences_pending, 12);
+    // The cooldown's own follow-up carries only what was folded after the spike.
+    let end = T0 + 1_800_000;
+    assert_eq!(store.release_cooldowns(end).await.unwrap(), 1);
+    assert_eq!(follow_ups(store).await[1], (CooldownEnded, 1, T0 + 11_000));
+    // Muted, thresholds 2 and 3: only 3 breaks through, carrying the held ones; the mute
+    // stays and holds the next.
+    store
+        .mute("s2", "chan", T0 + 60_000, None, T0)
+        .await
+        .unwrap();
+    occurrences(store, "s2", T0, 4, |t| t.breakthrough = vec![2, 3]).await;
+    assert_eq!(
+        follow_ups(store).await[2..],
+        [(Spike { threshold: 3 }, 3, T0)]
+    );
+    let mute = store
+        .mute_of("s2", "chan", T0 + 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mute.held, 1);
+    assert_eq!(accounted(store).await.occurrences_muted, 1);
+    assert_eq!(store.release_cooldowns(T0 + 60_000).await.unwrap(), 1);
+    assert_eq!(follow_ups(store).await[3..], [(MuteEnded, 1, T0 + 3_000)]);
+    assert_eq!(accounted(store).await.occurrences_muted, 0);
+}
+
 /// Runs every behaviour against stores made by `open` (a fresh, empty store per call).
 async fn conformance<F, Fut>(open: F)
 where
@@ -575,6 +792,28 @@ where
     a_digest_period_is_queued_once(&*open().await).await;
     ops_notices_are_limited_per_subject_and_resolved_once(&*open().await).await;
     a_comment_does_not_rename_its_issue(&*open().await).await;
+    a_mute_holds_occurrences_and_its_end_releases_them_once(&*open().await).await;
+    mutes_are_moved_ended_now_and_ended_quietly(&*open().await).await;
+    spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(&*open().await).await;
+}
+
+/// A mute is a row: it holds after a restart, and ends with its message then.
+#[tokio::test]
+async fn a_mute_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let first = open(&url).await.unwrap();
+    first
+        .mute("r", "chan", T0 + 60_000, None, T0)
+        .await
+        .unwrap();
+    occurrences(&*first, "r", T0, 2, |_| {}).await;
+    drop(first);
+    let second = open(&url).await.unwrap();
+    occurrences(&*second, "r", T0 + 10_000, 1, |_| {}).await;
+    assert_eq!(accounted(&*second).await.occurrences_muted, 3);
+    assert_eq!(second.release_cooldowns(T0 + 60_000).await.unwrap(), 1);
+    assert_eq!(follow_ups(&*second).await[0].1, 3);
 }
 
 #[tokio::test]
@@ -702,7 +941,8 @@ async fn postgres_connections_send_without_delay() {
 }
 
 /// Several replicas commit into one PostgreSQL at once: every occurrence is counted once and
-/// an issue's cooldown holds across them (one message, the rest folded).
+/// an issue's cooldown holds across them (one message and one spike per threshold crossed,
+/// the rest folded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_commit_side_by_side() {
     let db = crate::testing::ScratchPostgres::new().await;
@@ -745,9 +985,32 @@ async fn postgres_replicas_commit_side_by_side() {
     assert_eq!(store.issue_stats("storm", T0).await.unwrap().week(), 300);
     let totals = store.channel_totals("chan").await.unwrap();
     assert_eq!(totals.occurrences_routed, 300);
-    assert_eq!(totals.messages_pending, 1, "one message, the rest folded");
+    assert_eq!(
+        totals.messages_pending, 3,
+        "one message and the spikes at 10 and 100, the rest folded"
+    );
     assert_eq!(totals.occurrences_folded, 299);
     assert_eq!(totals.occurrences_pending, 300);
+}
+
+/// A mute set through one replica holds what another commits, and the leader's release
+/// queues its message once.
+#[tokio::test]
+async fn postgres_a_mute_holds_across_replicas() {
+    let db = crate::testing::ScratchPostgres::new().await;
+    let (a, b) = (open(db.url()).await.unwrap(), open(db.url()).await.unwrap());
+    a.mute("x", "chan", T0 + 60_000, Some("ada"), T0)
+        .await
+        .unwrap();
+    occurrences(&*b, "x", T0, 3, |_| {}).await;
+    assert_eq!(accounted(&*a).await.occurrences_muted, 3);
+    assert_eq!(b.mutes(T0).await.unwrap()[0].held, 3);
+    let (ra, rb) = tokio::join!(
+        a.release_cooldowns(T0 + 60_000),
+        b.release_cooldowns(T0 + 60_000)
+    );
+    assert_eq!(ra.unwrap() + rb.unwrap(), 1, "released once");
+    assert_eq!(follow_ups(&*a).await.len(), 1);
 }
 
 #[tokio::test]

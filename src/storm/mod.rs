@@ -5,6 +5,12 @@
 //!   occurrences within the cooldown are folded (counted, not posted); when it ends with
 //!   occurrences folded, one follow-up says how many ([`cooldown`], [`plan_ingest`],
 //!   [`follow_up`]).
+//! - **Mute** (per issue and channel, until a time): occurrences are held (counted, not
+//!   posted); when the mute ends having held some, one follow-up says how many
+//!   ([`MuteState`], [`mute_ended`]). Notices about the issue are not muted.
+//! - **Breakthrough** (the route's `breakthrough` thresholds): when the occurrences since a
+//!   pair's last message reach a threshold, a spike follow-up goes out whatever the
+//!   cooldown; a mute is broken through only at the last threshold ([`breakthrough`]).
 //! - **Roll-up** (per channel, `max_backlog`): when more messages wait than that, they are
 //!   replaced by one summary ([`plan_roll_up`]).
 //! - **Rate limit** (per channel, `rate` and `burst`): a GCRA limiter in the delivery worker
@@ -14,13 +20,14 @@
 //! arrived) and return a plan of plain values, which the store turns into SQL in its own
 //! transaction. This module imports neither the store nor the outbox.
 //!
-//! Every folded or rolled-up occurrence stays in the accounting: a follow-up or roll-up
+//! Every folded, held or rolled-up occurrence stays in the accounting: a follow-up or roll-up
 //! carries the occurrences it stands for, so per channel
-//! `routed = posted + pending + dead` holds at every moment (`tests.rs` checks the planners
-//! keep it for any sequence of occurrences).
+//! `routed = posted + pending + dead + muted` holds at every moment (`tests.rs` checks the
+//! planners keep it for any sequence of occurrences, mutes and thresholds).
 
 mod cooldown;
 mod limits;
+mod mute;
 mod rollup;
 #[cfg(test)]
 mod tests;
@@ -30,6 +37,7 @@ pub use cooldown::{
     Routed, cooldown, follow_up, follow_up_due, plan_ingest,
 };
 pub use limits::ChannelLimits;
+pub use mute::{MuteState, Spike, breakthrough, mute_ended};
 
 /// Why a follow-up goes out: what its message says first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -1,4 +1,4 @@
-//! The command line as a user runs it: `check`, `route`, `sign`.
+//! The command line as a user runs it: `check`, `route`, `sign`, `mute`, `mutes`, `unmute`.
 
 use std::process::Command;
 
@@ -145,4 +145,118 @@ fn route_with_a_payload_prints_the_slack_message() {
     assert!(out.contains("\"blocks\""), "{out}");
     assert!(out.contains("7d: 1 · 30d: 1"), "{out}");
     assert!(out.contains("heck is not defined"), "{out}");
+}
+
+/// `sluice …` as [`sluice`] runs it, by login `user` (`$USER`, who a mute is by).
+fn sluice_as(user: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_remove("SLUICE_CONFIG")
+        .env("USER", user)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sluice mute`, `mutes` and `unmute` against the configured store: the mute holds what is
+/// committed meanwhile, the list shows it, and unmute queues the "held back" message once.
+#[tokio::test]
+async fn mute_mutes_and_unmute_act_on_the_configured_store() {
+    let scratch = Scratch::new();
+    let config = scratch.write_config(&format!(
+        "default_channel = \"errors\"\n\
+         [storage]\n\
+         url = \"sqlite://{}\"\n\
+         [channels.errors]\n\
+         console = true\n\
+         [channels.checkout-prod]\n\
+         console = true\n",
+        scratch.db().display()
+    ));
+    let config = config.to_str().unwrap();
+    let mute = |channel: &str, duration: &str| {
+        let args = [
+            "mute",
+            "-c",
+            config,
+            "--issue",
+            "4242",
+            "--channel",
+            channel,
+        ];
+        sluice_as("ada", &[&args[..], &["--for", duration]].concat())
+    };
+    let (code, _, err) = mute("nowhere", "24h");
+    assert_eq!(code, 1);
+    assert!(err.contains("no channel `nowhere`"), "{err}");
+    assert!(
+        err.contains("checkout-prod, errors"),
+        "names the channels: {err}"
+    );
+    for bad in ["0s", "1.5h", "24"] {
+        let (code, _, err) = mute("errors", bad);
+        assert_eq!(code, 1, "--for {bad}");
+        assert!(err.starts_with("--for: "), "{err}");
+    }
+    let (code, out, _) = sluice_as("ada", &["mutes", "-c", config]);
+    assert_eq!((code, out.as_str()), (0, "no active mutes\n"));
+
+    let (code, out, err) = mute("errors", "24h");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("muted issue 4242 in #errors until "),
+        "{out}"
+    );
+    assert!(out.contains("(for 1d)"), "{out}");
+    let store = scratch.store().await;
+    seed_occurrences(&*store, sluice::clock::Clock::system().now_ms(), 0, 2).await;
+    let (code, out, _) = sluice_as("ada", &["mutes", "-c", config]);
+    assert_eq!(code, 0);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["ISSUE", "CHANNEL", "UNTIL", "BY", "HELD", "TITLE"]
+    );
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[1][..2], ["4242", "#errors"]);
+    assert_eq!(lines[1][4..7], ["UTC", "ada", "2"], "{out}");
+
+    let unmute = [
+        "unmute",
+        "-c",
+        config,
+        "--issue",
+        "4242",
+        "--channel",
+        "errors",
+    ];
+    let (code, out, _) = sluice_as("ada", &unmute);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("the 2 occurrence(s) it held back will be posted"),
+        "{out}"
+    );
+    let (_, out, _) = sluice_as("ada", &unmute);
+    assert_eq!(out, "issue 4242 was not muted in #errors\n");
+    let (_, out, _) = sluice_as("ada", &["mutes", "-c", config]);
+    assert_eq!(out, "no active mutes\n");
+    let waiting = store.channel_outbox("errors").await.unwrap();
+    let held_back: Vec<u64> = waiting
+        .iter()
+        .filter_map(|item| match item.message {
+            sluice::store::OutboxMessage::FollowUp { folded, reason, .. } => {
+                assert_eq!(reason, sluice::storm::FollowUpReason::MuteEnded);
+                Some(folded)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held_back, [2], "queued once, for the service to post");
 }

@@ -1,6 +1,7 @@
 //! Storm control end to end: cooldowns with follow-ups (threaded in Web API channels),
-//! roll-ups of a backlog, the per-channel rate limit, and the accounting invariant through a
-//! storm with 429s and a `kill -9` in the middle.
+//! mutes and their "held back" message, spikes breaking through a cooldown, roll-ups of a
+//! backlog, the per-channel rate limit, and the accounting invariant through a storm with 429s
+//! and a `kill -9` in the middle.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,9 +67,10 @@ cooldown = "1s"
         (
             totals.occurrences_routed,
             totals.occurrences_posted,
-            totals.occurrences_pending
+            totals.occurrences_pending,
+            totals.occurrences_muted
         ),
-        (5, 5, 0)
+        (5, 5, 0, 0)
     );
     server.stop().await;
 }
@@ -151,6 +153,118 @@ async fn a_channel_configured_by_name_has_its_original_updated_in_place() {
     assert_eq!(got[0].body["channel"], "alerts");
     assert_eq!(got[1].body["channel"], id.as_str(), "{}", got[1].body);
     assert_eq!(got[2].body["channel"], id.as_str());
+}
+
+/// The accounting series of `channel` in `/metrics`: routed, posted, pending, dead, muted.
+async fn accounting(server: &TestServer, channel: &str) -> [u64; 5] {
+    let mut terms = [0; 5];
+    let names = [
+        "sluice_occurrences_routed_total",
+        "sluice_occurrences_posted_total",
+        "sluice_occurrences_pending",
+        "sluice_occurrences_dead_total",
+        "sluice_occurrences_muted",
+    ];
+    for (term, name) in terms.iter_mut().zip(names) {
+        let series = format!("{name}{{channel=\"{channel}\"}}");
+        let value = server.metric(&series).await;
+        *term = value.unwrap_or_else(|| panic!("no {series}")) as u64;
+    }
+    let [routed, posted, pending, dead, muted] = terms;
+    assert_eq!(routed, posted + pending + dead + muted, "{terms:?}");
+    terms
+}
+
+/// On the test's clock: an issue muted in a channel (as `sluice mute` does it, through the
+/// store) posts nothing for five occurrences, which `/metrics` shows as muted; exactly when
+/// the mute ends, one message says it held back five; nothing else follows.
+#[tokio::test(start_paused = true)]
+async fn a_mute_holds_occurrences_and_says_how_many_when_it_ends() {
+    let _held = HeldTime::hold();
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.muted]
+webhook_url = "{slack}/hooks/muted"
+
+[[routes]]
+name = "muted"
+project = "muted"
+channels = ["muted"]
+"#;
+    let server =
+        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
+    let start = tokio::time::Instant::now();
+    let hour = Duration::from_secs(3600);
+    let store = scratch.store().await;
+    store
+        .mute("1100", "muted", T0 + 3_600_000, Some("cli"), T0)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        server
+            .accept_event("1100", &event_id(0x1100 + i), "muted", "production")
+            .await;
+    }
+    server
+        .advance_and_settle(hour - Duration::from_secs(2))
+        .await;
+    assert!(slack.received().is_empty(), "a muted issue posts nothing");
+    assert_eq!(accounting(&server, "muted").await, [5, 0, 0, 0, 5]);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let got = slack.wait_accepted(1, WAIT).await;
+    let text = got[0].text();
+    assert!(text.contains("Mute ended: held back 5 since"), "{text}");
+    assert!(text.contains("7d: 5 · 30d: 5"), "{text}");
+    assert_eq!(got[0].at - start, hour, "sent when the mute ends");
+    server.advance_and_settle(hour).await;
+    assert_eq!(slack.received().len(), 1, "nothing else is posted");
+    assert_eq!(accounting(&server, "muted").await, [5, 5, 0, 0, 0]);
+    assert!(store.mutes(T0 + 7_200_000).await.unwrap().is_empty());
+    server.stop().await;
+}
+
+/// On the test's clock, cooldown 30 min and the default thresholds: of 12 occurrences the
+/// first is posted, the 11th (the 10th within the cooldown) posts a spike carrying ten, and
+/// the last waits for the end of the cooldown; `/metrics` accounts for each at every step.
+#[tokio::test(start_paused = true)]
+async fn a_spike_breaks_through_the_cooldown() {
+    let _held = HeldTime::hold();
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let extra = r#"
+[channels.spiky]
+webhook_url = "{slack}/hooks/spiky"
+
+[[routes]]
+name = "spiky"
+project = "spiky"
+channels = ["spiky"]
+cooldown = "30m"
+"#;
+    let server =
+        TestServer::start_on_clock(scratch.config(&slack, extra), Clock::starting_at(T0)).await;
+    for i in 0..12 {
+        server
+            .accept_event("1200", &event_id(0x1200 + i), "spiky", "production")
+            .await;
+    }
+    let got = slack.wait_accepted(2, WAIT).await;
+    assert!(got[0].text().contains("heck is not defined"));
+    let spike = got[1].text();
+    assert!(
+        spike.contains("Spike: 10 events in the cooldown · +10 since"),
+        "{spike}"
+    );
+    server.advance_and_settle(Duration::from_secs(2)).await;
+    assert_eq!(slack.received().len(), 2);
+    assert_eq!(accounting(&server, "spiky").await, [12, 11, 1, 0, 0]);
+    // The cooldown's own follow-up carries only what was folded after the spike.
+    server.advance_and_settle(Duration::from_secs(1800)).await;
+    let got = slack.wait_accepted(3, WAIT).await;
+    assert!(got[2].text().starts_with("+1 since "), "{}", got[2].text());
+    assert_eq!(accounting(&server, "spiky").await, [12, 12, 0, 0, 0]);
+    server.stop().await;
 }
 
 /// On the test's clock: while Slack's `Retry-After` holds the channel, the backlog builds up
@@ -360,5 +474,6 @@ async fn a_storm_with_429s_and_a_kill_9_keeps_every_occurrence_accounted_for() {
     );
     assert_eq!(series["sluice_occurrences_pending"], "0");
     assert_eq!(series["sluice_occurrences_dead_total"], "0");
+    assert_eq!(series["sluice_occurrences_muted"], "0");
     last.kill9();
 }
