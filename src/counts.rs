@@ -46,6 +46,10 @@ pub struct IssueStats {
     /// it was ever told.
     #[serde(default)]
     pub state: Option<crate::issue::IssueState>,
+    /// The issue's status before its last change, where known: a reopened issue that was
+    /// resolved has regressed.
+    #[serde(default)]
+    pub previous_status: Option<crate::issue::Status>,
 }
 
 impl IssueStats {

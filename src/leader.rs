@@ -286,6 +286,7 @@ pub async fn run_while_leading(
         let term = stop.child_token();
         let mut workers = vec![
             tokio::spawn(crate::outbox::run(state.clone(), term.clone())),
+            tokio::spawn(crate::interactions::run(state.clone(), term.clone())),
             tokio::spawn(crate::prune::run(state.clone(), term.clone())),
             tokio::spawn(crate::digest::run(state.clone(), term.clone())),
             tokio::spawn(crate::ops::watch_silence(state.clone(), term.clone())),
@@ -330,8 +331,8 @@ pub async fn run_while_leading(
     }
 }
 
-/// Wakes the delivery worker whenever any replica commits messages to send, so that they go
-/// out at once rather than at the worker's next poll.
+/// Wakes the delivery and interactions workers whenever any replica commits messages to send
+/// or a click, so that they go out at once rather than at the workers' next poll.
 async fn wake_on_announcements(url: String, state: AppState, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let listener = async {
@@ -343,6 +344,7 @@ async fn wake_on_announcements(url: String, state: AppState, stop: CancellationT
             loop {
                 listener.recv().await?;
                 state.wake.notify_one();
+                state.clicks.notify_one();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
@@ -352,6 +354,7 @@ async fn wake_on_announcements(url: String, state: AppState, stop: CancellationT
                 tracing::warn!(error = %err, "leader: announcements lost; reconnecting");
                 // The worker still polls; wake it in case something arrived meanwhile.
                 state.wake.notify_one();
+                state.clicks.notify_one();
                 pause(POLL, &stop).await;
             },
             _ = stop.cancelled() => return,

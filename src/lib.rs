@@ -29,7 +29,9 @@
 //! - [`digest`]: the weekly digest per channel: schedule, numbers, message, scheduler.
 //! - [`outbox`]: the delivery worker draining the outbox to Slack, with retry decisions.
 //! - [`prune`]: the hourly worker that drops counts and dedupe records past retention.
-//! - [`slack`]: Block Kit message building (escaping, limits) and the transports.
+//! - [`slack`]: Block Kit message building (escaping, limits; the buttons and state line of
+//!   `buttons`) and the transports; Slack's request signing and click payloads (`signing`,
+//!   `interaction`).
 //! - [`ops`]: Sluice watching itself: dead letters, Sentry silence and digest failures
 //!   reported to `ops_channel`, rate limited.
 //! - [`metrics`]: every exported Prometheus series, named and documented in one place.
@@ -44,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod counts;
 pub mod digest;
+pub mod interactions;
 pub mod issue;
 pub mod leader;
 pub mod metrics;

@@ -13,7 +13,7 @@
 //! memory, so it is exact across restarts (and, with a shared database, across replicas). Per
 //! channel, at every moment:
 //! `sluice_occurrences_routed_total = sluice_occurrences_posted_total
-//!  + sluice_occurrences_pending + sluice_occurrences_dead_total`.
+//!  + sluice_occurrences_pending + sluice_occurrences_dead_total + sluice_occurrences_muted`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -57,6 +57,12 @@ const CHANNEL_SERIES: &[Series] = &[
         kind: "counter",
         help: "Occurrences carried by dead-lettered messages.",
         value: |t| t.occurrences_dead,
+    },
+    Series {
+        name: "sluice_occurrences_muted",
+        kind: "gauge",
+        help: "Occurrences held by mutes, posted when the mute ends or a spike breaks through.",
+        value: |t| t.occurrences_muted,
     },
     Series {
         name: "sluice_occurrences_folded_total",
@@ -118,9 +124,13 @@ pub struct Registry {
     latency_count: AtomicU64,
     /// `sluice_slack_requests_total{channel,status}`.
     slack_requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// `sluice_slack_interactions_total{action,outcome}`.
+    slack_interactions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// `sluice_slack_retries_total{channel,reason}` and the Retry-After seconds waited.
     retries: Mutex<BTreeMap<(String, &'static str), u64>>,
     retry_after_millis: Mutex<BTreeMap<String, u64>>,
+    /// `sluice_sentry_api_requests_total{endpoint,status}`.
+    sentry_api_requests: Mutex<BTreeMap<(&'static str, String), u64>>,
     /// `sluice_delivery_rounds_total`: rounds of the delivery worker (storm control, then
     /// the due rows handed to channel tasks). It stops increasing on a leader whose worker
     /// is stuck.
@@ -204,6 +214,19 @@ impl Registry {
             .or_default() += 1;
     }
 
+    /// A click on a Sluice button (`action`: `resolve`, `archive`, …, or `unknown`) came to
+    /// `outcome`: at the endpoint `unauthorized`, `malformed`, `repeat` or `accepted`; in the
+    /// worker `done`, `refused` (Sentry said no: 401/403/404…), `no_member` (no Sentry member
+    /// with the clicker's email), `retry` (Sentry down; tried again) or `not_sluice`.
+    pub fn slack_interaction(&self, action: &'static str, outcome: &'static str) {
+        *self
+            .slack_interactions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((action, outcome))
+            .or_default() += 1;
+    }
+
     /// A send to `channel` will be retried: after Slack's `Retry-After` (`Some`) or a backoff.
     pub fn retry(&self, channel: &str, retry_after: Option<Duration>) {
         let reason = if retry_after.is_some() {
@@ -227,7 +250,20 @@ impl Registry {
         }
     }
 
-    fn render(&self, out: &mut String) {
+    /// One request to Sentry's API (`endpoint`: `issue_update`, `members`, `comment`) ended
+    /// with `status`: Sentry's HTTP status code (`200`, `403`, `503`), or `timeout` or `error`
+    /// when it did not answer. The label set stays bounded: status codes are three digits.
+    pub fn sentry_api_request(&self, endpoint: &'static str, status: &str) {
+        *self
+            .sentry_api_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((endpoint, status.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Writes the process's series (the store's are written by [`render`]).
+    pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP sluice_delivery_rounds_total Rounds of the delivery worker (leader only); flat on a leader means it is stuck.\n# TYPE sluice_delivery_rounds_total counter\nsluice_delivery_rounds_total {}",
@@ -288,6 +324,21 @@ impl Registry {
         }
         let _ = writeln!(
             out,
+            "# HELP sluice_slack_interactions_total Clicks on Sluice's Slack buttons by action and outcome.\n# TYPE sluice_slack_interactions_total counter"
+        );
+        for ((action, outcome), n) in self
+            .slack_interactions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sluice_slack_interactions_total{{action=\"{action}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP sluice_slack_retries_total Sends scheduled for a retry, by channel and reason (retry_after, backoff).\n# TYPE sluice_slack_retries_total counter"
         );
         for ((channel, reason), n) in self
@@ -317,6 +368,22 @@ impl Registry {
                 "sluice_slack_retry_after_seconds_total{{channel=\"{}\"}} {}",
                 label(channel),
                 *ms as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_sentry_api_requests_total Requests to Sentry's API by endpoint (issue_update, members, comment) and status (the HTTP status code, or timeout, error).\n# TYPE sluice_sentry_api_requests_total counter"
+        );
+        for ((endpoint, status), n) in self
+            .sentry_api_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sluice_sentry_api_requests_total{{endpoint=\"{endpoint}\",status=\"{}\"}} {n}",
+                label(status)
             );
         }
         let _ = writeln!(

@@ -10,6 +10,7 @@
 //! worker instead.
 
 mod conn;
+mod interactions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -183,6 +184,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/slack/interactions",
+            post(interactions::slack_interactions),
+        )
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -555,7 +560,10 @@ async fn commit(
     request_id: Option<String>,
     alert: Option<Alert>,
 ) -> Answer {
-    let targets = alert.as_ref().map(|a| router.route(a)).unwrap_or_default();
+    let targets = match &alert {
+        Some(a) => targets(state, router, a).await?,
+        None => Vec::new(),
+    };
     let issue = alert.as_ref().map(|a| a.issue_key.clone());
     let channels: Vec<&str> = targets.iter().map(|t| t.channel.as_str()).collect();
     let channels = channels.join(",");
@@ -588,6 +596,32 @@ async fn commit(
             Ok((response, "stored"))
         }
     }
+}
+
+/// Where an alert goes. An issue notice or a comment carries no environment to route by, so
+/// it follows the issue's earlier messages: the channels (with their route decisions) that
+/// were sent occurrences of the issue; the routes decide only for an issue Sluice has not
+/// posted yet.
+async fn targets(
+    state: &AppState,
+    router: &crate::routing::Router,
+    alert: &Alert,
+) -> Result<Vec<crate::routing::Target>, IngestError> {
+    if matches!(alert.resource.as_str(), "issue" | "comment") && alert.action != "created" {
+        let earlier = state
+            .store
+            .issue_targets(&alert.issue_key)
+            .await
+            .map_err(IngestError::Unavailable)?;
+        if !earlier.is_empty() {
+            // The occurrence paged already; a notice about the issue does not page again.
+            return Ok(earlier
+                .into_iter()
+                .map(|t| crate::routing::Target { mention: None, ..t })
+                .collect());
+        }
+    }
+    Ok(router.route(alert))
 }
 
 async fn store_delivery(

@@ -38,6 +38,8 @@ pub struct AppState {
     pub live: Arc<ArcSwap<Live>>,
     /// Wakes the delivery worker when new outbox rows were committed.
     pub wake: Arc<Notify>,
+    /// Wakes the interactions worker when a click was committed.
+    pub clicks: Arc<Notify>,
     /// Process counters exported on `/metrics`.
     pub counters: Arc<crate::metrics::Registry>,
     /// The one clock every timestamp and timer of this process reads.
@@ -60,6 +62,7 @@ impl AppState {
             store,
             live: Arc::new(ArcSwap::from_pointee(Live::new(config))),
             wake: Arc::new(Notify::new()),
+            clicks: Arc::new(Notify::new()),
             counters: Arc::default(),
             leading: Arc::default(),
         }

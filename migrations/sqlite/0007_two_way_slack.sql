@@ -4,7 +4,10 @@
 -- The issue's state as the last issue notice or click left it (NULL: never told).
 -- status: JSON of `issue::Status` ({"status":"resolved","in_next_release":false}, …).
 -- state_by: who made the change (a person), state_at: when (Unix ms).
+-- previous_status: the status before the last change, so that the delivery worker can tell a
+-- regression (unresolved after resolved) from another reopening.
 ALTER TABLE issues ADD COLUMN status TEXT;
+ALTER TABLE issues ADD COLUMN previous_status TEXT;
 ALTER TABLE issues ADD COLUMN assignee TEXT;
 ALTER TABLE issues ADD COLUMN state_by TEXT;
 ALTER TABLE issues ADD COLUMN state_at INTEGER;

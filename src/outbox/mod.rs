@@ -31,12 +31,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChannelTarget, Config};
 use crate::slack::{
-    Destination, Refusal, Retry, SendOutcome, SlackClient, SlackMessage, render_alert,
-    render_followup, render_rollup,
+    Destination, Refusal, Retry, SendOutcome, SlackClient, render_followup, render_rollup,
 };
 use crate::state::AppState;
 use crate::store::{OutboxItem, OutboxMessage, StoreError};
 use crate::storm::{self, ChannelLimits};
+
+mod issue;
 
 /// Rows of one channel taken per round.
 const PER_CHANNEL_BATCH: u32 = 50;
@@ -312,26 +313,46 @@ struct Progress {
     rate_limited_for: Option<Duration>,
 }
 
-/// Renders a row as it should look now (counts are read at send time).
-async fn render(state: &AppState, item: &OutboxItem, now: i64) -> Result<SlackMessage, StoreError> {
-    Ok(match &item.message {
-        OutboxMessage::Alert { alert, target } => {
-            let stats = state.store.issue_stats(&item.issue_key, now).await?;
-            render_alert(alert, target, &stats)
-        }
+/// Sends a row that is not about one issue's message (a follow-up, roll-up, digest or
+/// notice) as it was queued, with counts read now; a follow-up goes into the issue's thread
+/// where it has one.
+async fn send_as_queued(
+    state: &AppState,
+    client: &SlackClient,
+    dest: &Destination,
+    channel: &str,
+    item: &OutboxItem,
+    now: i64,
+) -> Result<issue::Sent, StoreError> {
+    let (message, thread) = match &item.message {
         OutboxMessage::FollowUp {
             alert,
             folded,
             since_ms,
+            reason,
             ..
         } => {
             let stats = state.store.issue_stats(&item.issue_key, now).await?;
-            render_followup(alert, *folded, *since_ms, now, &stats)
+            let thread = state.store.thread_ts(&item.issue_key, channel).await?;
+            let message = render_followup(alert, *folded, *since_ms, now, &stats, *reason);
+            (message, thread)
         }
-        OutboxMessage::RollUp(rollup) => render_rollup(rollup, now),
+        OutboxMessage::RollUp(rollup) => (render_rollup(rollup, now), None),
         OutboxMessage::Digest { message, .. } | OutboxMessage::Notice { message } => {
-            message.clone()
+            (message.clone(), None)
         }
+        OutboxMessage::Alert { .. } | OutboxMessage::Refresh => {
+            unreachable!("issue::send sends every row about an issue's message")
+        }
+    };
+    // A thread reply goes to the channel id Slack answered for the original message.
+    let dest = dest.in_channel(thread.as_ref().and_then(|t| t.channel_id.as_deref()));
+    let thread_ts = thread.map(|t| t.ts);
+    let outcome = client.send(&dest, &message, thread_ts.as_deref()).await;
+    Ok(issue::Sent {
+        outcome,
+        thread_ts,
+        is_issue_message: false,
     })
 }
 
@@ -372,17 +393,15 @@ async fn deliver_channel(
             progress.rate_limited_for = Some(wait);
             break;
         }
-        let message = render(state, &item, now).await?;
-        let thread = match &item.message {
-            OutboxMessage::FollowUp { .. } => {
-                state.store.thread_ts(&item.issue_key, channel).await?
-            }
-            _ => None,
+        let sent = match issue::send(state, client, &dest, channel, &item, now).await? {
+            Some(sent) => sent,
+            None => send_as_queued(state, client, &dest, channel, &item, now).await?,
         };
-        // A thread reply goes to the channel id Slack answered for the original message.
-        let dest = dest.in_channel(thread.as_ref().and_then(|t| t.channel_id.as_deref()));
-        let thread_ts = thread.map(|t| t.ts);
-        let outcome = client.send(&dest, &message, thread_ts.as_deref()).await;
+        let issue::Sent {
+            outcome,
+            thread_ts,
+            is_issue_message,
+        } = sent;
         let now = state.clock.now_ms();
         state.counters.slack_request(
             channel,
@@ -398,6 +417,13 @@ async fn deliver_channel(
                 ts,
                 channel: channel_id,
             } => {
+                // An alert row's `ts` is kept as the issue's message only when it is one
+                // (not a comment, not a thread reply).
+                let keep = is_issue_message || !matches!(item.message, OutboxMessage::Alert { .. });
+                let (ts, channel_id) = match keep {
+                    true => (ts, channel_id),
+                    false => (None, None),
+                };
                 state
                     .store
                     .mark_posted(item.id, now, ts.as_deref(), channel_id.as_deref())
@@ -417,10 +443,8 @@ async fn deliver_channel(
                 {
                     // `chat.update` needs the channel id: the one Slack just answered.
                     let dest = dest.in_channel(channel_id.as_deref());
-                    update_original(
-                        state, client, limits, &dest, channel, root, alert, target, &item,
-                    )
-                    .await?;
+                    update_original(state, client, limits, &dest, channel, root, alert, target)
+                        .await?;
                 }
             }
             SendOutcome::Failed(Retry::Never(why)) => {
@@ -521,7 +545,6 @@ async fn update_original(
     root_ts: &str,
     alert: &crate::alert::Alert,
     target: &crate::routing::Target,
-    item: &OutboxItem,
 ) -> Result<(), StoreError> {
     if limits
         .lock()
@@ -529,16 +552,13 @@ async fn update_original(
         .try_acquire(&state.live.load().config, channel)
         .is_err()
     {
-        tracing::debug!(channel, issue = %item.issue_key, "outbox: no rate slot to update the original message");
+        tracing::debug!(channel, issue = %alert.issue_key, "outbox: no rate slot to update the original message");
         return Ok(());
     }
-    let stats = state
-        .store
-        .issue_stats(&item.issue_key, state.clock.now_ms())
-        .await?;
-    let updated = render_alert(alert, target, &stats);
+    let now = state.clock.now_ms();
+    let updated = issue::render_now(state, dest, channel, alert, target, now).await?;
     if let SendOutcome::Failed(why) = client.update(dest, root_ts, &updated).await {
-        tracing::warn!(channel, issue = %item.issue_key, ?why, "outbox: could not update the original message");
+        tracing::warn!(channel, issue = %alert.issue_key, ?why, "outbox: could not update the original message");
     }
     Ok(())
 }
@@ -546,6 +566,7 @@ async fn update_original(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slack::SlackMessage;
     use proptest::prelude::*;
 
     #[test]

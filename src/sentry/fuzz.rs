@@ -871,6 +871,19 @@ fn check_rendered(alert: &Alert) {
         ..IssueStats::default()
     };
     let now = 1_764_000_000_000;
+    let (spike, mute_ended) = (
+        crate::storm::FollowUpReason::Spike { threshold: 100 },
+        crate::storm::FollowUpReason::MuteEnded,
+    );
+    // The buttons and state line of a Web API channel, with the state (and its names) that
+    // the payload carried.
+    let two_way = crate::slack::View {
+        actions: &crate::config::ActionKind::ALL,
+        state: alert.state.as_ref(),
+        muted_until_ms: Some(now + 60_000),
+        muted_by: alert.state.as_ref().and_then(|s| s.by.as_deref()),
+        now_ms: now,
+    };
     let rolled = crate::storm::RolledIssue {
         issue_key: alert.issue_key.clone(),
         title: alert.title.clone(),
@@ -891,7 +904,10 @@ fn check_rendered(alert: &Alert) {
     for msg in [
         render_alert(alert, &target, &IssueStats::default()),
         render_alert(alert, &target, &stats),
-        render_followup(alert, 37, now - 3_600_000, now, &stats),
+        render_followup(alert, 37, now - 3_600_000, now, &stats, Default::default()),
+        render_followup(alert, 37, now - 3_600_000, now, &stats, spike),
+        render_followup(alert, 0, now - 3_600_000, now, &stats, mute_ended),
+        crate::slack::render_issue(alert, &target, &stats, &two_way),
         render_rollup(&rollup, now),
     ] {
         assert_within_slack_limits(&msg);

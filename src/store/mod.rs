@@ -108,6 +108,9 @@ pub enum OutboxMessage {
     },
     /// Many waiting messages folded into one summary.
     RollUp(crate::storm::RollUp),
+    /// Rewrite every message posted about the row's issue in the row's channel with its
+    /// current state, counts and buttons (`chat.update`), after a click changed the state.
+    Refresh,
     /// A message from Sluice about itself (to `ops_channel`).
     Notice {
         /// The message.
@@ -131,6 +134,7 @@ impl OutboxMessage {
             OutboxMessage::RollUp(_) => "rollup",
             OutboxMessage::Digest { .. } => "digest",
             OutboxMessage::Notice { .. } => "notice",
+            OutboxMessage::Refresh => "refresh",
         }
     }
 
@@ -179,7 +183,9 @@ impl<'a> From<&'a OutboxItem> for crate::storm::Waiting<'a> {
                 mention: None,
             },
             OutboxMessage::RollUp(rollup) => Content::RollUp(rollup),
-            OutboxMessage::Digest { .. } | OutboxMessage::Notice { .. } => Content::Other,
+            OutboxMessage::Digest { .. }
+            | OutboxMessage::Notice { .. }
+            | OutboxMessage::Refresh => Content::Other,
         };
         crate::storm::Waiting {
             id: item.id,
@@ -211,7 +217,8 @@ pub struct DeadLetter {
 }
 
 /// Per-channel totals of what Sluice did, for accounting and metrics. The invariant:
-/// `occurrences_routed == occurrences_posted + occurrences_pending + occurrences_dead`.
+/// `occurrences_routed == occurrences_posted + occurrences_pending + occurrences_dead
+/// + occurrences_muted`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelTotals {
     /// Occurrences routed to the channel, ever.
@@ -239,6 +246,27 @@ pub struct ChannelTotals {
     pub messages_dead: u64,
     /// Occurrences carried by dead-lettered messages.
     pub occurrences_dead: u64,
+    /// Occurrences held by mutes and not yet posted (the message at a mute's end, or a spike
+    /// breaking through it, carries them).
+    pub occurrences_muted: u64,
+}
+
+/// A mute of one issue in one channel ("Mute here", `sluice mute`): its occurrences there are
+/// counted, not posted, until `until_ms`; then one message says how many it held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mute {
+    /// Issue key.
+    pub issue_key: String,
+    /// Channel name (a key of `[channels]`).
+    pub channel: String,
+    /// When it ends, Unix ms.
+    pub until_ms: i64,
+    /// Who set it (a Slack user's name, or `cli`/the login of whoever ran `sluice mute`).
+    pub by: Option<String>,
+    /// Occurrences it holds back so far.
+    pub held: u64,
+    /// The issue's title, when the store knows the issue.
+    pub title: Option<String>,
 }
 
 /// What a channel received of one issue in one environment on one UTC day (routes with
@@ -290,6 +318,59 @@ pub struct SlackThread {
     pub channel_id: Option<String>,
 }
 
+/// A click to commit: what `POST /slack/interactions` received, before anything is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewClick {
+    /// Slack's `trigger_id`: the same request delivered twice carries the same one.
+    pub trigger_id: String,
+    /// The person, issue, action and choice: a second click of the same while the first is
+    /// pending is a repeat too.
+    pub pending_key: String,
+    /// The click as JSON ([`crate::slack::interaction::Click`]).
+    pub payload: String,
+}
+
+/// What [`Store::record_click`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickRecorded {
+    /// Committed: the interactions worker will carry it out.
+    New,
+    /// The same click (or the same action, still pending) was committed before: nothing done.
+    Repeat,
+}
+
+/// A committed click still to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredClick {
+    /// Row id.
+    pub id: i64,
+    /// The click as JSON.
+    pub payload: String,
+    /// How far it got: 0 = the action is still to be done, 1 = done, its comment to add.
+    pub step: u32,
+    /// Failed attempts of the current step.
+    pub attempts: u32,
+    /// When it was committed, Unix ms.
+    pub received_at_ms: i64,
+}
+
+/// A full message about an issue that Slack accepted in a Web API channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssueMessage {
+    /// The Slack channel id it is in.
+    pub slack_channel_id: String,
+    /// Its Slack `ts`.
+    pub ts: String,
+    /// The configured channel's name.
+    pub channel: String,
+    /// The issue.
+    pub issue_key: String,
+    /// What it showed (an [`OutboxMessage::Alert`]).
+    pub message: OutboxMessage,
+    /// When it was posted, Unix ms.
+    pub posted_at_ms: i64,
+}
+
 /// What Sluice did for a channel within a time span.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelActivity {
@@ -312,7 +393,10 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a delivery and everything derived from it in one durable transaction, or
     /// nothing. A body seen before changes nothing; an event id seen before is not counted or
     /// queued again. An occurrence within its issue's cooldown in a channel is folded
-    /// (counted, no message) instead of queued.
+    /// (counted, no message) instead of queued, one of a muted issue there is held (counted,
+    /// no message, until the mute ends), and one that brings the occurrences since the last
+    /// message to a `breakthrough` threshold queues a spike follow-up (see
+    /// [`crate::storm::plan_ingest`]). Issue notices are never folded or held.
     async fn ingest(&self, delivery: Delivery) -> Result<IngestOutcome, StoreError>;
 
     /// Whether a delivery with this body was committed before, read off the writer (it may
@@ -320,9 +404,44 @@ pub trait Store: Send + Sync + 'static {
     /// it. [`Store::ingest`] stays the judge of what is a duplicate.
     async fn is_known_delivery(&self, body_sha256: &[u8; 32]) -> Result<bool, StoreError>;
 
-    /// Queues a follow-up for every issue and channel whose cooldown ended at `now_ms` with
-    /// occurrences folded, and starts a new cooldown for it; returns how many were queued.
+    /// Ends every mute whose time is up at `now_ms`, queueing the follow-up of each that held
+    /// occurrences back ("held back N", starting a new cooldown); then queues a follow-up for
+    /// every issue and channel whose cooldown ended with occurrences folded (unless a mute
+    /// holds it: its follow-up waits for the mute's end), and starts a new cooldown for it.
+    /// Returns how many follow-ups were queued.
     async fn release_cooldowns(&self, now_ms: i64) -> Result<usize, StoreError>;
+
+    /// Mutes `issue_key` in `channel` until `until_ms`: sets a mute, or moves the end of the
+    /// one in place (longer or shorter, keeping what it held), recording `by` and `now_ms`.
+    /// A mute whose time was up is ended first, as at its expiry; an `until_ms` not after
+    /// `now_ms` ends the mute now, as [`Store::unmute`] does. The mute is a row: it survives
+    /// restarts and holds on every replica.
+    async fn mute(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        until_ms: i64,
+        by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Ends the mute of `issue_key` in `channel` now, queueing its "held back N" follow-up in
+    /// the same transaction if it held any (exactly once: the mute is gone with it). Returns
+    /// whether there was a mute.
+    async fn unmute(&self, issue_key: &str, channel: &str, now_ms: i64)
+    -> Result<bool, StoreError>;
+
+    /// The mutes active at `now_ms`, the soonest to end first.
+    async fn mutes(&self, now_ms: i64) -> Result<Vec<Mute>, StoreError>;
+
+    /// The mute of `issue_key` in `channel` active at `now_ms`, if any (for a message's "Muted
+    /// here until …" line).
+    async fn mute_of(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<Option<Mute>, StoreError>;
 
     /// Messages waiting per channel.
     async fn outbox_depths(&self) -> Result<Vec<(String, u64)>, StoreError>;
@@ -359,8 +478,8 @@ pub trait Store: Send + Sync + 'static {
         per_channel: u32,
     ) -> Result<Vec<OutboxItem>, StoreError>;
 
-    /// When the earliest outbox row becomes due or the earliest cooldown with folded
-    /// occurrences ends, Unix ms, if any.
+    /// When the earliest outbox row becomes due, the earliest cooldown with folded
+    /// occurrences ends (of a pair no mute holds) or the earliest mute ends, Unix ms, if any.
     async fn next_due_at(&self) -> Result<Option<i64>, StoreError>;
 
     /// Slack accepted row `id`: move it to the sent log (with Slack's `ts` where the Web API
@@ -464,8 +583,82 @@ pub trait Store: Send + Sync + 'static {
     /// Dead letters per channel and reason code, most first.
     async fn dead_letter_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
 
-    /// Posted, pending and dead totals of one channel.
+    /// Posted, pending, dead and muted totals of one channel.
     async fn channel_totals(&self, channel: &str) -> Result<ChannelTotals, StoreError>;
+
+    /// Commits a verified click (the interactions worker carries it out), unless it is a
+    /// repeat: the same `trigger_id`, or the same `pending_key` still pending.
+    async fn record_click(
+        &self,
+        click: &NewClick,
+        now_ms: i64,
+    ) -> Result<ClickRecorded, StoreError>;
+
+    /// Pending clicks due at `now_ms`, oldest first, at most `limit`.
+    async fn due_clicks(&self, now_ms: i64, limit: u32) -> Result<Vec<StoredClick>, StoreError>;
+
+    /// When the earliest pending click is due, Unix ms.
+    async fn next_click_at(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Click `id` finished step `step - 1`: record it (so a restart does not repeat it) and
+    /// reset its attempts.
+    async fn click_step(&self, id: i64, step: u32) -> Result<(), StoreError>;
+
+    /// A retryable failure of click `id`: try again at `next_attempt_ms`.
+    async fn retry_click(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Click `id` is over: done, or `failed` (refused for good); `outcome` says how. Its
+    /// action may be clicked again from now on.
+    async fn finish_click(
+        &self,
+        id: i64,
+        outcome: &str,
+        failed: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The message Sluice posted at `ts` in Slack channel `slack_channel_id`, if it did.
+    async fn issue_message(
+        &self,
+        slack_channel_id: &str,
+        ts: &str,
+    ) -> Result<Option<IssueMessage>, StoreError>;
+
+    /// Every message posted about `issue_key` in `channel`, oldest first.
+    async fn issue_messages(
+        &self,
+        issue_key: &str,
+        channel: &str,
+    ) -> Result<Vec<IssueMessage>, StoreError>;
+
+    /// Sets the issue's state (from a click Sentry carried out) and queues a
+    /// [`OutboxMessage::Refresh`] for every channel with messages about it, atomically;
+    /// returns those channels.
+    async fn set_issue_state(
+        &self,
+        issue_key: &str,
+        state: &crate::issue::IssueState,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Queues a [`OutboxMessage::Refresh`] of the issue's messages in `channel` (its mute
+    /// changed).
+    async fn queue_refresh(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Where the issue's messages went: the route decision of each channel it was posted in
+    /// (its issue notices and comments follow them, having no environment to route by).
+    async fn issue_targets(&self, issue_key: &str) -> Result<Vec<Target>, StoreError>;
 
     /// Deletes day buckets, seen events and seen deliveries older than `retention_days`
     /// before `now_ms`; returns the rows deleted.

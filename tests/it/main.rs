@@ -9,6 +9,7 @@ mod digest;
 mod durability;
 mod http_limits;
 mod ingest;
+mod interactivity;
 mod ops;
 mod replicas;
 mod storm;

@@ -11,7 +11,9 @@ use crate::alert::Alert;
 use crate::counts::day_of;
 use crate::routing::Target;
 use crate::store::{Delivery, IngestOutcome, OutboxMessage, StoreError};
-use crate::storm::{Action, IngestPlan, PairState, PairUpdate, Routed};
+use crate::storm::{
+    Action, FollowUpReason, IngestPlan, MuteState, PairState, PairUpdate, Routed, Spike,
+};
 
 /// Which deliveries of `group` are new: those whose body the `deliveries` insert returned
 /// (`inserted`); of equal bodies in the group, the first (the one that was inserted).
@@ -194,6 +196,7 @@ impl<'a> RoutedAlert<'a> {
             channel: &self.target.channel,
             at_ms: self.received_at_ms,
             cooldown_secs: self.target.cooldown_secs,
+            breakthrough: &self.target.breakthrough,
             occurrence: self.counted,
         }
     }
@@ -245,13 +248,23 @@ pub(super) struct CooldownRow {
     pub(super) cooldown_until: i64,
     pub(super) folded: i64,
     pub(super) folded_since: Option<i64>,
+    pub(super) window_count: i64,
+    pub(super) spiked: i64,
     pub(super) payload: String,
+}
+
+/// What a mute holds after a group, to write back (its end is not the group's to change).
+pub(super) struct MuteRow {
+    pub(super) held: i64,
+    pub(super) held_since: Option<i64>,
 }
 
 /// A row for the outbox, in group order.
 pub(super) struct NewOutbox<'a> {
     pub(super) channel: &'a str,
     pub(super) issue_key: &'a str,
+    /// `alert`, or `followup` for a spike.
+    pub(super) kind: &'static str,
     pub(super) payload: String,
     pub(super) occurrences: i64,
     pub(super) now: i64,
@@ -266,6 +279,8 @@ pub(super) struct GroupRows<'a> {
     pub(super) channel_days: Vec<(ChannelDayKey<'a>, ChannelDayRow<'a>)>,
     /// (issue, channel) → cooldown.
     pub(super) cooldowns: Vec<((String, String), CooldownRow)>,
+    /// (issue, channel) → what its mute holds.
+    pub(super) mutes: Vec<((String, String), MuteRow)>,
     /// In group order: row ids keep the order of arrival.
     pub(super) outbox: Vec<NewOutbox<'a>>,
     /// channel → (occurrences routed, occurrences folded).
@@ -298,13 +313,18 @@ impl<'a> GroupRows<'a> {
         let mut outcomes = outcomes(new_delivery, live);
         let mut outbox = Vec::new();
         for ((r, action), payload) in routed.iter().zip(&plan.actions).zip(&payloads) {
-            let Action::Queue { occurrences } = *action else {
-                continue;
+            let (kind, payload, occurrences) = match *action {
+                Action::Queue { occurrences } => ("alert", payload.clone(), occurrences),
+                Action::Spike { spike, .. } => {
+                    ("followup", spike_payload(r, spike)?, spike.occurrences)
+                }
+                Action::Fold | Action::Hold => continue,
             };
             outbox.push(NewOutbox {
                 channel: &r.target.channel,
                 issue_key: &r.alert.issue_key,
-                payload: payload.clone(),
+                kind,
+                payload,
                 occurrences: sql_count(occurrences),
                 now: r.received_at_ms,
             });
@@ -317,6 +337,7 @@ impl<'a> GroupRows<'a> {
             day_counts: day_counts(group, live),
             channel_days: channel_days(routed, &plan.actions),
             cooldowns: cooldown_rows(plan.pairs, &payloads),
+            mutes: mute_rows(plan.mutes),
             outbox,
             counters: plan
                 .counts
@@ -325,6 +346,19 @@ impl<'a> GroupRows<'a> {
                 .collect(),
         })
     }
+}
+
+/// The follow-up of a spike that `r` brought about: the alert, and the occurrences it carries.
+fn spike_payload(r: &RoutedAlert<'_>, spike: Spike) -> Result<String, StoreError> {
+    to_json(&OutboxMessage::FollowUp {
+        alert: r.alert.clone(),
+        target: r.target.clone(),
+        folded: spike.occurrences,
+        since_ms: spike.since_ms,
+        reason: FollowUpReason::Spike {
+            threshold: spike.threshold,
+        },
+    })
 }
 
 /// The answer to each delivery before anything is queued: a duplicate, or stored (counted if
@@ -393,7 +427,8 @@ fn channel_days<'a>(
         match (r.counted, action) {
             // Notices (resolved, assigned, metric alerts, comments) are always posted.
             (false, _) => row.notices += 1,
-            (true, Action::Fold) => {
+            // Folded by a cooldown or held by a mute: counted, posted later in a follow-up.
+            (true, Action::Fold | Action::Hold | Action::Spike { .. }) => {
                 row.occurrences += 1;
                 row.folded += 1;
             }
@@ -416,13 +451,31 @@ fn cooldown_rows(
                 cooldown_until_ms,
                 folded,
                 folded_since_ms,
+                window,
+                spiked,
             } = state;
             let row = CooldownRow {
                 cooldown_secs: cooldown_secs as i64,
                 cooldown_until: cooldown_until_ms,
                 folded: sql_count(folded),
                 folded_since: folded_since_ms,
+                window_count: sql_count(window),
+                spiked: sql_count(spiked),
                 payload: payloads[latest].clone(),
+            };
+            (key, row)
+        })
+        .collect()
+}
+
+/// The mutes that held occurrences, as rows.
+fn mute_rows(mutes: BTreeMap<(String, String), MuteState>) -> Vec<((String, String), MuteRow)> {
+    mutes
+        .into_iter()
+        .map(|(key, mute)| {
+            let row = MuteRow {
+                held: sql_count(mute.held),
+                held_since: mute.held_since_ms,
             };
             (key, row)
         })

@@ -1,7 +1,8 @@
 //! Group commit, the SQL half: [`SqlStore::apply_group`] and its statements. Claims (inserts
 //! that return what they inserted, so that two replicas cannot both claim a delivery or an
-//! event), the issues upsert, the locked read of the cooldowns; then the storm planner decides
-//! in memory (`group.rs` turns its plan into rows); then one multi-row write per table.
+//! event), the issues upsert, the locked read of the cooldowns and mutes; then the storm
+//! planner decides in memory (`group.rs` turns its plan into rows); then one multi-row write
+//! per table.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +12,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Row, Type
 use super::group::{self, GroupRows, IssueRow};
 use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value};
 use crate::store::{Delivery, IngestOutcome, StoreError};
-use crate::storm::{self, PairState};
+use crate::storm::{self, MuteState, PairState};
 
 /// `head` (a statement up to `VALUES`), one `(…)` per row as `bind` pushes it, then `tail`.
 fn values<DB: Backend, T>(
@@ -56,12 +57,15 @@ where
         let new_events = Self::claim_events(conn, group, &new_delivery).await?;
         let live = group::live_deliveries(group, &new_delivery, new_events);
         Self::upsert_issues(conn, &group::issue_rows(group, &live)).await?;
-        // The cooldown of every (issue, channel) an occurrence goes to, held until commit.
+        // The cooldown and mute of every (issue, channel) an occurrence goes to, held until
+        // commit.
         let routed = group::routed(group, &live);
-        let stored = Self::read_cooldowns(conn, &group::occurrence_pairs(&routed)).await?;
-        // Decide, in order: outbox rows, folds, and the counters they imply.
+        let pairs = group::occurrence_pairs(&routed);
+        let stored = Self::read_cooldowns(conn, &pairs).await?;
+        let mutes = Self::read_mutes(conn, &pairs).await?;
+        // Decide, in order: outbox rows, folds, holds, spikes, and the counters they imply.
         let planned: Vec<storm::Routed> = routed.iter().map(|r| r.planned()).collect();
-        let plan = storm::plan_ingest(&planned, stored);
+        let plan = storm::plan_ingest(&planned, stored, mutes);
         let rows = GroupRows::build(group, &new_delivery, &live, &routed, plan)?;
         Self::write_group(conn, &rows).await?;
         Ok(rows.outcomes)
@@ -177,6 +181,9 @@ where
                     sentry_count = COALESCE(excluded.sentry_count, issues.sentry_count),
                     sentry_first_seen = COALESCE(excluded.sentry_first_seen, issues.sentry_first_seen),
                     resolved_at = COALESCE(excluded.resolved_at, issues.resolved_at),
+                    previous_status = CASE WHEN excluded.status IS NULL
+                                      OR excluded.status = issues.status
+                                      THEN issues.previous_status ELSE issues.status END,
                     status = COALESCE(excluded.status, issues.status),
                     assignee = CASE WHEN excluded.status IS NULL THEN issues.assignee
                                ELSE excluded.assignee END,
@@ -202,7 +209,8 @@ where
         let mut stored = HashMap::new();
         for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<DB>::new(
-                "SELECT issue_key, channel, cooldown_secs, cooldown_until, folded, folded_since
+                "SELECT issue_key, channel, cooldown_secs, cooldown_until, folded, folded_since,
+                        window_count, spiked
                  FROM issue_channels WHERE (issue_key, channel) IN (",
             );
             let mut sep = q.separated(", ");
@@ -219,6 +227,34 @@ where
             }
         }
         Ok(stored)
+    }
+
+    /// Reads the mutes of `pairs` (sorted, locked by [`Self::read_cooldowns`]), ended or not:
+    /// the planner holds only what arrives before a mute's end.
+    async fn read_mutes(
+        conn: &mut DB::Connection,
+        pairs: &[(String, String)],
+    ) -> Result<HashMap<(String, String), MuteState>, StoreError> {
+        let mut mutes = HashMap::new();
+        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT issue_key, channel, until_at, held, held_since
+                 FROM mutes WHERE (issue_key, channel) IN (",
+            );
+            let mut sep = q.separated(", ");
+            for (issue, channel) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(issue.clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(channel.clone())
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&mut *conn).await? {
+                mutes.insert((r.get("issue_key"), r.get("channel")), Self::mute_state(&r));
+            }
+        }
+        Ok(mutes)
     }
 
     /// Writes what was decided: one multi-row statement per table, each sorted by its key.
@@ -279,7 +315,7 @@ where
         for chunk in rows.cooldowns.chunks(ROWS_PER_STATEMENT) {
             let mut q = values(
                 "INSERT INTO issue_channels (issue_key, channel, cooldown_secs, cooldown_until, folded,
-                                             folded_since, payload) ",
+                                             folded_since, window_count, spiked, payload) ",
                 chunk,
                 |mut b, ((issue, channel), row)| {
                     b.push_bind(issue.clone())
@@ -288,6 +324,8 @@ where
                         .push_bind(row.cooldown_until)
                         .push_bind(row.folded)
                         .push_bind(row.folded_since)
+                        .push_bind(row.window_count)
+                        .push_bind(row.spiked)
                         .push_bind(row.payload.clone());
                 },
                 " ON CONFLICT (issue_key, channel) DO UPDATE SET
@@ -295,7 +333,26 @@ where
                     cooldown_until = excluded.cooldown_until,
                     folded = excluded.folded,
                     folded_since = excluded.folded_since,
+                    window_count = excluded.window_count,
+                    spiked = excluded.spiked,
                     payload = excluded.payload",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        // What the mutes hold; their rows exist (read under the pair locks), and their ends
+        // are left as they are.
+        for chunk in rows.mutes.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "WITH h (issue_key, channel, held, held_since) AS (",
+                chunk,
+                |mut b, ((issue, channel), row)| {
+                    b.push_bind(issue.clone())
+                        .push_bind(channel.clone())
+                        .push_bind(row.held)
+                        .push_bind(row.held_since);
+                },
+                ") UPDATE mutes SET held = h.held, held_since = h.held_since FROM h
+                   WHERE mutes.issue_key = h.issue_key AND mutes.channel = h.channel",
             );
             q.build().execute(&mut *conn).await?;
         }
@@ -307,7 +364,7 @@ where
                 |mut b, row| {
                     b.push_bind(row.channel.to_string())
                         .push_bind(row.issue_key.to_string())
-                        .push_bind("alert")
+                        .push_bind(row.kind)
                         .push_bind(row.payload.clone())
                         .push_bind(row.occurrences)
                         .push_bind(row.now)
@@ -345,13 +402,24 @@ where
     }
 
     /// A stored cooldown, from an `issue_channels` row with `cooldown_secs`, `cooldown_until`,
-    /// `folded` and `folded_since`.
+    /// `folded`, `folded_since`, `window_count` and `spiked`.
     pub(super) fn pair_state(r: &DB::Row) -> PairState {
         PairState {
             cooldown_secs: r.get::<i64, _>("cooldown_secs").max(0) as u64,
             cooldown_until_ms: r.get("cooldown_until"),
             folded: r.get::<i64, _>("folded").max(0) as u64,
             folded_since_ms: r.get("folded_since"),
+            window: r.get::<i64, _>("window_count").max(0) as u64,
+            spiked: r.get::<i64, _>("spiked").max(0) as u64,
+        }
+    }
+
+    /// A stored mute, from a `mutes` row with `until_at`, `held` and `held_since`.
+    pub(super) fn mute_state(r: &DB::Row) -> MuteState {
+        MuteState {
+            until_ms: r.get("until_at"),
+            held: r.get::<i64, _>("held").max(0) as u64,
+            held_since_ms: r.get("held_since"),
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   what [`crate::storm::plan_ingest`] decided to the rows each table gets.
 //! - `outbox.rs`: the outbox's life after ingest: due rows, sent, rescheduled, dead-lettered,
 //!   rolled up; ended cooldowns; digests and ops notices queued.
+//! - `mutes.rs`: mutes set, ended (now, or at expiry with their "held back" follow-up) and
+//!   read.
 //! - `queries.rs`: reads for messages, digests and metrics (issue stats, channel days, totals),
 //!   and pruning.
 //!
@@ -33,6 +35,8 @@
 
 mod group;
 mod ingest;
+mod interact;
+mod mutes;
 mod outbox;
 mod queries;
 
@@ -259,6 +263,39 @@ where
         self.release_cooldowns(now_ms).await
     }
 
+    async fn mute(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        until_ms: i64,
+        by: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.mute(issue_key, channel, until_ms, by, now_ms).await
+    }
+
+    async fn unmute(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.unmute(issue_key, channel, now_ms).await
+    }
+
+    async fn mutes(&self, now_ms: i64) -> Result<Vec<super::Mute>, StoreError> {
+        self.mutes(now_ms).await
+    }
+
+    async fn mute_of(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<Option<super::Mute>, StoreError> {
+        self.mute_of(issue_key, channel, now_ms).await
+    }
+
     async fn outbox_depths(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.outbox_depths().await
     }
@@ -413,5 +450,90 @@ where
 
     async fn prune(&self, now_ms: i64, retention_days: u32) -> Result<u64, StoreError> {
         self.prune(now_ms, retention_days).await
+    }
+
+    async fn record_click(
+        &self,
+        click: &super::NewClick,
+        now_ms: i64,
+    ) -> Result<super::ClickRecorded, StoreError> {
+        self.record_click(click, now_ms).await
+    }
+
+    async fn due_clicks(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<super::StoredClick>, StoreError> {
+        self.due_clicks(now_ms, limit).await
+    }
+
+    async fn next_click_at(&self) -> Result<Option<i64>, StoreError> {
+        self.next_click_at().await
+    }
+
+    async fn click_step(&self, id: i64, step: u32) -> Result<(), StoreError> {
+        self.click_step(id, step).await
+    }
+
+    async fn retry_click(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.retry_click(id, attempts, next_attempt_ms, error).await
+    }
+
+    async fn finish_click(
+        &self,
+        id: i64,
+        outcome: &str,
+        failed: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.finish_click(id, outcome, failed, now_ms).await
+    }
+
+    async fn issue_message(
+        &self,
+        slack_channel_id: &str,
+        ts: &str,
+    ) -> Result<Option<super::IssueMessage>, StoreError> {
+        self.issue_message(slack_channel_id, ts).await
+    }
+
+    async fn issue_messages(
+        &self,
+        issue_key: &str,
+        channel: &str,
+    ) -> Result<Vec<super::IssueMessage>, StoreError> {
+        self.issue_messages(issue_key, channel).await
+    }
+
+    async fn set_issue_state(
+        &self,
+        issue_key: &str,
+        state: &crate::issue::IssueState,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.set_issue_state(issue_key, state, now_ms).await
+    }
+
+    async fn queue_refresh(
+        &self,
+        issue_key: &str,
+        channel: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.queue_refresh(issue_key, channel, now_ms).await
+    }
+
+    async fn issue_targets(
+        &self,
+        issue_key: &str,
+    ) -> Result<Vec<crate::routing::Target>, StoreError> {
+        self.issue_targets(issue_key).await
     }
 }

@@ -1,6 +1,6 @@
 //! The outbox after ingest: rows due and their fate (sent, rescheduled with the channel held,
 //! dead-lettered), roll-ups replacing a backlog, follow-ups for ended cooldowns (decided by
-//! [`storm::follow_up`]), Web API threads, and digests and ops notices queued with their
+//! [`storm::follow_up`]; ended mutes are released first, in `mutes.rs`), Web API threads, and digests and ops notices queued with their
 //! once-only records.
 
 use std::collections::HashSet;
@@ -13,7 +13,7 @@ use crate::store::{DeadLetter, OutboxItem, OutboxMessage, SlackThread, StoreErro
 use crate::storm::{self, FollowUp, RollUp};
 
 /// Most ended cooldowns released in one transaction (the `LIMIT` in `release_some_cooldowns`).
-const RELEASE_BATCH: usize = 200;
+pub(super) const RELEASE_BATCH: usize = 200;
 
 impl<DB> SqlStore<DB>
 where
@@ -31,7 +31,8 @@ where
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
     pub(super) async fn release_cooldowns(&self, now_ms: i64) -> Result<usize, StoreError> {
-        let mut released = 0;
+        // Ended mutes first: the cooldown follow-ups they held back are then due.
+        let mut released = self.release_mutes(now_ms).await?;
         loop {
             let (due, done) = self.release_some_cooldowns(now_ms).await?;
             released += done;
@@ -42,11 +43,15 @@ where
     }
 
     /// Releases at most [`RELEASE_BATCH`] ended cooldowns in one transaction (so the pair
-    /// locks it holds stay few); returns how many were due and how many it released.
+    /// locks it holds stay few); returns how many were due and how many it released. A pair
+    /// a mute holds waits for the mute's end.
     async fn release_some_cooldowns(&self, now_ms: i64) -> Result<(usize, usize), StoreError> {
         const DUE: &str = "SELECT issue_key, channel, cooldown_secs, cooldown_until, folded,
-                                  folded_since, payload
-             FROM issue_channels WHERE folded > 0 AND cooldown_until <= $1
+                                  folded_since, window_count, spiked, payload
+             FROM issue_channels AS ic WHERE folded > 0 AND cooldown_until <= $1
+               AND NOT EXISTS (SELECT 1 FROM mutes AS m
+                               WHERE m.issue_key = ic.issue_key AND m.channel = ic.channel
+                                 AND m.until_at > $1)
              ORDER BY issue_key, channel LIMIT 200";
         let mut w = WriteConn::acquire(&self.writer, &self.health).await?;
         let mut tx = w.begin().await?;
@@ -84,7 +89,7 @@ where
 
     /// Queues the follow-up of the pair `(issue_key, channel)`, whose stored alert is
     /// `payload`, and writes the pair's next cooldown.
-    async fn queue_follow_up(
+    pub(super) async fn queue_follow_up(
         conn: &mut DB::Connection,
         (issue_key, channel): &(String, String),
         payload: String,
@@ -103,7 +108,7 @@ where
             target,
             folded: follow_up.folded,
             since_ms: follow_up.since_ms,
-            reason: crate::storm::FollowUpReason::CooldownEnded,
+            reason: follow_up.reason,
         };
         let occurrences = follow_up.folded.min(i64::MAX as u64) as i64;
         let payload = to_json(&message)?;
@@ -119,7 +124,8 @@ where
         .await?;
         let next = follow_up.next;
         sqlx::query(
-            "UPDATE issue_channels SET folded = $1, folded_since = $2, cooldown_until = $3
+            "UPDATE issue_channels SET folded = $1, folded_since = $2, cooldown_until = $3,
+                                       window_count = $6, spiked = $7
              WHERE issue_key = $4 AND channel = $5",
         )
         .bind(next.folded.min(i64::MAX as u64) as i64)
@@ -127,6 +133,8 @@ where
         .bind(next.cooldown_until_ms)
         .bind(issue_key)
         .bind(channel)
+        .bind(next.window.min(i64::MAX as u64) as i64)
+        .bind(next.spiked.min(i64::MAX as u64) as i64)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -265,7 +273,12 @@ where
                                 ELSE o.next_attempt_at END) AS t
                 FROM outbox AS o LEFT JOIN channel_counters AS held ON held.channel = o.channel
                 UNION ALL
-                SELECT MIN(cooldown_until) AS t FROM issue_channels WHERE folded > 0) AS due",
+                SELECT MIN(cooldown_until) AS t FROM issue_channels AS ic
+                WHERE folded > 0
+                  AND NOT EXISTS (SELECT 1 FROM mutes AS m
+                                  WHERE m.issue_key = ic.issue_key AND m.channel = ic.channel)
+                UNION ALL
+                SELECT MIN(until_at) AS t FROM mutes) AS due",
         )
         .fetch_one(&self.writer)
         .await?;
@@ -292,6 +305,22 @@ where
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if let (Some(ts), Some(channel_id)) = (slack_ts, slack_channel_id) {
+            // Every full message about an issue, for in-place updates of its state.
+            sqlx::query(
+                "INSERT INTO issue_messages (slack_channel_id, ts, channel, issue_key, payload,
+                                             posted_at)
+                 SELECT $1, $2, channel, issue_key, payload, $3 FROM outbox
+                 WHERE id = $4 AND kind = 'alert' AND issue_key <> ''
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(channel_id)
+            .bind(ts)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
         if slack_ts.is_some() {
             sqlx::query(
                 "UPDATE issue_channels SET slack_ts = $1, slack_channel_id = $2
@@ -499,7 +528,7 @@ where
     }
 
     /// Queues one outbox row, due now.
-    async fn insert_outbox(
+    pub(super) async fn insert_outbox(
         conn: &mut DB::Connection,
         channel: &str,
         issue_key: &str,
@@ -525,7 +554,7 @@ where
     }
 
     /// An outbox row read back.
-    fn decode_outbox(r: &DB::Row) -> Result<OutboxItem, StoreError> {
+    pub(super) fn decode_outbox(r: &DB::Row) -> Result<OutboxItem, StoreError> {
         let payload: String = r.get("payload");
         let message: OutboxMessage = serde_json::from_str(&payload).map_err(|e| {
             StoreError::Corrupt(format!("outbox row {}: {e}", r.get::<i64, _>("id")))

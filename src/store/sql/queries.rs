@@ -44,7 +44,7 @@ where
         let daily = IssueStats::from_days(today, days);
         let meta = sqlx::query(
             "SELECT first_seen, sentry_count, sentry_first_seen, title, issue_url,
-                    status, assignee, state_by, state_at
+                    status, previous_status, assignee, state_by, state_at
              FROM issues WHERE issue_key = $1",
         )
         .bind(issue_key)
@@ -65,6 +65,10 @@ where
                 .as_ref()
                 .and_then(|r| r.get::<Option<String>, _>("issue_url")),
             state: meta.as_ref().and_then(issue_state),
+            previous_status: meta
+                .as_ref()
+                .and_then(|r| r.get::<Option<String>, _>("previous_status"))
+                .and_then(|s| serde_json::from_str(&s).ok()),
         })
     }
 
@@ -211,6 +215,7 @@ where
                   AS ow,
                 (SELECT COUNT(*) FROM dead_letters WHERE channel = $1) AS md,
                 (SELECT CAST(COALESCE(SUM(occurrences), 0) AS BIGINT) FROM dead_letters WHERE channel = $1) AS od,
+                (SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM mutes WHERE channel = $1) AS om,
                 (SELECT COALESCE(MAX(occurrences_routed), 0) FROM channel_counters
                   WHERE channel = $1) AS routed,
                 (SELECT COALESCE(MAX(occurrences_folded), 0) FROM channel_counters
@@ -239,6 +244,7 @@ where
             oldest_pending_ms: row.get::<Option<i64>, _>("oldest"),
             messages_dead: n("md"),
             occurrences_dead: n("od"),
+            occurrences_muted: n("om"),
         })
     }
 
