@@ -56,11 +56,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Print the Sentry-Hook-Signature of a body, for trying the service with curl.
+    /// Print the Sentry-Hook-Signature of a body, for trying the service with curl; with
+    /// `--slack`, the two headers Slack signs an interaction with (`curl -H @headers`).
     Sign {
-        /// The integration's client secret.
+        /// The integration's client secret (with `--slack`: the Slack app's signing secret).
         #[arg(long)]
         secret: String,
+        /// Sign as Slack signs a request to `POST /slack/interactions`, timestamped now:
+        /// prints `X-Slack-Request-Timestamp` and `X-Slack-Signature` header lines.
+        #[arg(long)]
+        slack: bool,
         /// File holding the exact body to send (`curl --data-binary @FILE`).
         file: PathBuf,
     },
@@ -132,7 +137,20 @@ pub fn main() -> ExitCode {
         Command::Mute(args) => finish(mutes::mute(&args)),
         Command::Unmute(args) => finish(mutes::unmute(&args)),
         Command::Mutes(args) => finish(mutes::list(&args.config)),
-        Command::Sign { secret, file } => match std::fs::read(&file) {
+        Command::Sign {
+            secret,
+            slack,
+            file,
+        } => match std::fs::read(&file) {
+            Ok(body) if slack => {
+                let now = crate::clock::Clock::system().now_ms() / 1000;
+                println!("X-Slack-Request-Timestamp: {now}");
+                println!(
+                    "X-Slack-Signature: {}",
+                    crate::slack::signing::sign(&secret, now, &body)
+                );
+                ExitCode::SUCCESS
+            }
             Ok(body) => {
                 println!("{}", sentry::sign(&body, secret.as_bytes()));
                 ExitCode::SUCCESS

@@ -18,9 +18,12 @@
 //! that is not on a Sluice message end the click, and the clicker gets an ephemeral reply
 //! saying why (through the click's `response_url`).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -37,9 +40,10 @@ use crate::store::{IssueMessage, OutboxMessage, StoreError, StoredClick};
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait between retries: Sentry coming back is noticed within this.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
-/// A click Sentry has not taken for this long is given up (and the clicker told): acting
-/// on an issue hours after the click would surprise whoever clicked.
-pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3_600);
+/// A click Sentry has not taken for this long is given up, and the clicker told: acting on
+/// an issue long after the click would surprise whoever clicked, and Slack takes replies on
+/// a click's `response_url` for 30 minutes only.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(25 * 60);
 /// Clicks taken per round.
 const BATCH: u32 = 20;
 /// Longest sleep when nothing is due (clicks committed by another replica are noticed at
@@ -82,27 +86,58 @@ async fn next_wait(state: &AppState) -> Duration {
     }
 }
 
-/// Carries out the clicks due now, oldest first.
+/// Carries out the clicks due now: the clicks on one issue one after the other, oldest first
+/// (a Resolve then an Unresolve end unresolved), the issues side by side, so that a click
+/// waiting for a slow Sentry does not hold the clicks on other issues.
 async fn round(state: &AppState, shutdown: &CancellationToken) -> Result<(), StoreError> {
     let config = state.live.load().config.clone();
-    let worker = Worker {
-        state,
+    let worker = Arc::new(Worker {
+        state: state.clone(),
         slack: SlackClient::from_config(&config.slack),
         sentry: SentryApi::from_config(&config.sentry, state.counters.clone()),
         config,
-    };
+    });
+    let mut by_issue: BTreeMap<String, Vec<StoredClick>> = BTreeMap::new();
     for stored in state.store.due_clicks(state.clock.now_ms(), BATCH).await? {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        worker.carry_out(&stored).await?;
+        by_issue.entry(issue_of(&stored)).or_default().push(stored);
     }
-    Ok(())
+    let mut issues = JoinSet::new();
+    for clicks in by_issue.into_values() {
+        let (worker, shutdown) = (worker.clone(), shutdown.clone());
+        issues.spawn(async move {
+            for stored in clicks {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                worker.carry_out(&stored).await?;
+            }
+            Ok::<(), StoreError>(())
+        });
+    }
+    let mut result = Ok(());
+    while let Some(done) = issues.join_next().await {
+        match done {
+            Ok(Err(err)) => result = Err(err),
+            Err(panicked) => {
+                tracing::error!(error = %panicked, "interactions: a click task failed")
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+    result
+}
+
+/// The issue a stored click is about, as its button says (`""` for one that does not read).
+fn issue_of(stored: &StoredClick) -> String {
+    serde_json::from_str::<Click>(&stored.payload)
+        .ok()
+        .and_then(|c| issue_key_of(&c.block_id).map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// What one round works with.
-struct Worker<'a> {
-    state: &'a AppState,
+struct Worker {
+    state: AppState,
     config: Config,
     slack: SlackClient,
     sentry: Option<SentryApi>,
@@ -140,7 +175,7 @@ struct Job {
     message: IssueMessage,
 }
 
-impl Worker<'_> {
+impl Worker {
     /// Reads one committed click and takes it as far as it can go now.
     async fn carry_out(&self, stored: &StoredClick) -> Result<(), StoreError> {
         let now = self.state.clock.now_ms();
@@ -216,13 +251,11 @@ impl Worker<'_> {
                     .store
                     .mute(issue, channel, until, Some(&by), now)
                     .await?;
-                self.state.store.queue_refresh(issue, channel, now).await?;
                 self.state.wake.notify_one();
                 return Ok(Step::Done);
             }
             IssueAction::Unmute => {
                 self.state.store.unmute(issue, channel, now).await?;
-                self.state.store.queue_refresh(issue, channel, now).await?;
                 self.state.wake.notify_one();
                 return Ok(Step::Done);
             }
@@ -407,8 +440,13 @@ impl Worker<'_> {
         let now = self.state.clock.now_ms();
         let attempts = stored.attempts + 1;
         let age = Duration::from_millis((now - stored.received_at_ms).max(0) as u64);
+        if age >= GIVE_UP_AFTER && stored.step >= 1 {
+            // The action was done; only the comment naming who acted is missing.
+            tracing::warn!(id = stored.id, %why, "interactions: gave up the comment naming who acted");
+            return self.finish(stored, label, "done", false).await;
+        }
         if age >= GIVE_UP_AFTER {
-            self.reply(click, &format!("Sentry did not take this for an hour ({why}); nothing more will be tried. Please try again, or act in Sentry."))
+            self.reply(click, &format!("Sentry did not take this for {} minutes ({why}); nothing was changed and nothing more will be tried. Please try again, or act in Sentry.", GIVE_UP_AFTER.as_secs() / 60))
                 .await;
             return self.finish(stored, label, "gave_up", true).await;
         }

@@ -217,7 +217,9 @@ impl Registry {
     /// A click on a Sluice button (`action`: `resolve`, `archive`, …, or `unknown`) came to
     /// `outcome`: at the endpoint `unauthorized`, `malformed`, `repeat` or `accepted`; in the
     /// worker `done`, `refused` (Sentry said no: 401/403/404…), `no_member` (no Sentry member
-    /// with the clicker's email), `retry` (Sentry down; tried again) or `not_sluice`.
+    /// with the clicker's email), `retry` (Sentry down; tried again), `gave_up` (Sentry did
+    /// not take it in time), `not_sluice` (not a button on a Sluice message) or `corrupt` (an
+    /// unreadable stored click).
     pub fn slack_interaction(&self, action: &'static str, outcome: &'static str) {
         *self
             .slack_interactions

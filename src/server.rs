@@ -598,26 +598,37 @@ async fn commit(
     }
 }
 
-/// Where an alert goes. An issue notice or a comment carries no environment to route by, so
-/// it follows the issue's earlier messages: the channels (with their route decisions) that
-/// were sent occurrences of the issue; the routes decide only for an issue Sluice has not
-/// posted yet.
+/// Where an alert goes. An issue notice (but `issue.created`) or a comment carries no
+/// environment to route by, so it follows the issue's earlier messages: the channels (with
+/// their route decisions) that were sent occurrences of the issue, without the route's
+/// mention but for a reopening (a regression pages); the routes decide only for an issue
+/// Sluice has not posted yet.
 async fn targets(
     state: &AppState,
     router: &crate::routing::Router,
     alert: &Alert,
 ) -> Result<Vec<crate::routing::Target>, IngestError> {
-    if matches!(alert.resource.as_str(), "issue" | "comment") && alert.action != "created" {
+    let follows_issue = match alert.resource.as_str() {
+        "issue" => alert.action != "created",
+        "comment" => true,
+        _ => false,
+    };
+    if follows_issue {
         let earlier = state
             .store
             .issue_targets(&alert.issue_key)
             .await
             .map_err(IngestError::Unavailable)?;
         if !earlier.is_empty() {
-            // The occurrence paged already; a notice about the issue does not page again.
+            // The occurrence paged already; a notice about the issue does not page again,
+            // except a reopening, which is news when it is a regression.
+            let pages = alert.resource == "issue" && alert.action == "unresolved";
             return Ok(earlier
                 .into_iter()
-                .map(|t| crate::routing::Target { mention: None, ..t })
+                .map(|t| crate::routing::Target {
+                    mention: t.mention.filter(|_| pages),
+                    ..t
+                })
                 .collect());
         }
     }

@@ -136,11 +136,11 @@ pub struct ServerConfig {
     /// byte for later ones. Past it the connection is closed. Default 5 s.
     pub header_timeout: Duration,
     /// `body_timeout`: the longest pause while a request body arrives; past it the webhook
-    /// gets `408`. Default 5 s.
+    /// gets `408`. Default 500 ms ([`DEFAULT_BODY_TIMEOUT`]).
     pub body_timeout: Duration,
     /// `request_timeout`: the longest a webhook may take from its head to its answer, waiting
     /// for a turn under `max_concurrent_requests` included; past it the answer is `503`.
-    /// At least `body_timeout`. Default 15 s.
+    /// At least `body_timeout`. Default 800 ms ([`DEFAULT_REQUEST_TIMEOUT`]).
     pub request_timeout: Duration,
     /// `idle_timeout`: how long a kept-alive connection may wait for its next request before
     /// it is closed. Default 75 s ([`DEFAULT_IDLE_TIMEOUT`] says why).

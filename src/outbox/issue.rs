@@ -57,11 +57,19 @@ pub(super) struct MuteShown {
     by: Option<String>,
 }
 
-/// The buttons of a message about `target`'s route in a channel reached through `dest`: none
-/// outside Web API channels (a click could not reach Sluice).
-pub(super) fn actions(config: &Config, dest: &Destination, target: &Target) -> Vec<ActionKind> {
+/// The buttons of a message about `alert` from `target`'s route in a channel reached through
+/// `dest`: none outside Web API channels (a click could not reach Sluice), and none for a
+/// metric alert (no Sentry issue to act on, no occurrences a mute would hold).
+pub(super) fn actions(
+    config: &Config,
+    dest: &Destination,
+    alert: &Alert,
+    target: &Target,
+) -> Vec<ActionKind> {
     match dest {
-        Destination::WebApi { .. } => config.allowed_actions(target.actions.as_deref()),
+        Destination::WebApi { .. } if alert.resource != "metric_alert" => {
+            config.allowed_actions(target.actions.as_deref())
+        }
         _ => Vec::new(),
     }
 }
@@ -111,7 +119,7 @@ pub(super) async fn render_now(
 ) -> Result<SlackMessage, StoreError> {
     let stats = state.store.issue_stats(&alert.issue_key, now_ms).await?;
     let mute = mute_shown(state, &alert.issue_key, channel, now_ms).await?;
-    let actions = actions(&state.live.load().config, dest, target);
+    let actions = actions(&state.live.load().config, dest, alert, target);
     let mut view = view(&actions, &stats, mute.as_ref(), now_ms);
     if alert.state.is_some() {
         // A notice's headline says what changed already (`Resolved: …`).
@@ -200,7 +208,7 @@ async fn notice(
         return Ok(Some(Sent::nothing_new(updated)));
     }
     let mute = mute_shown(state, &alert.issue_key, channel, now_ms).await?;
-    let actions = actions(&state.live.load().config, dest, target);
+    let actions = actions(&state.live.load().config, dest, alert, target);
     let link = permalink(&last.slack_channel_id, &last.ts);
     let message = render_regression(
         alert,
@@ -235,7 +243,7 @@ pub(super) async fn refresh(
         let OutboxMessage::Alert { alert, target } = &m.message else {
             continue;
         };
-        let actions = actions(&config.config, dest, target);
+        let actions = actions(&config.config, dest, alert, target);
         let message = render_issue(
             alert,
             target,

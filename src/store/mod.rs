@@ -647,21 +647,13 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Queues a [`OutboxMessage::Refresh`] of the issue's messages in `channel` (its mute
-    /// changed).
-    async fn queue_refresh(
-        &self,
-        issue_key: &str,
-        channel: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError>;
-
     /// Where the issue's messages went: the route decision of each channel it was posted in
     /// (its issue notices and comments follow them, having no environment to route by).
     async fn issue_targets(&self, issue_key: &str) -> Result<Vec<Target>, StoreError>;
 
-    /// Deletes day buckets, seen events and seen deliveries older than `retention_days`
-    /// before `now_ms`; returns the rows deleted.
+    /// Deletes day buckets, seen events and deliveries, posted messages (no longer updated in
+    /// place) and carried-out clicks older than `retention_days` before `now_ms`; returns the
+    /// rows deleted.
     async fn prune(&self, now_ms: i64, retention_days: u32) -> Result<u64, StoreError>;
 }
 

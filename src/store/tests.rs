@@ -773,6 +773,183 @@ async fn spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(store:
     assert_eq!(accounted(store).await.occurrences_muted, 0);
 }
 
+/// A click acts once: a repeat of its trigger, or of the same action while it is pending, is
+/// not committed again; once it is over, the same action may be clicked anew. Its steps and
+/// retries are recorded; carried-out clicks are pruned after the retention.
+async fn clicks_are_committed_once_and_carried_out_in_recorded_steps(store: &dyn Store) {
+    use crate::store::{ClickRecorded, NewClick};
+    let click = |trigger: &str, key: &str| NewClick {
+        trigger_id: trigger.into(),
+        pending_key: key.into(),
+        payload: format!("{{\"trigger\":\"{trigger}\"}}"),
+    };
+    assert_eq!(
+        store
+            .record_click(&click("t1", "ada|resolve"), T0)
+            .await
+            .unwrap(),
+        ClickRecorded::New
+    );
+    assert_eq!(
+        store
+            .record_click(&click("t1", "ada|resolve"), T0)
+            .await
+            .unwrap(),
+        ClickRecorded::Repeat
+    );
+    assert_eq!(
+        store
+            .record_click(&click("t2", "ada|resolve"), T0)
+            .await
+            .unwrap(),
+        ClickRecorded::Repeat
+    );
+    assert_eq!(
+        store
+            .record_click(&click("t3", "bob|resolve"), T0)
+            .await
+            .unwrap(),
+        ClickRecorded::New
+    );
+    let due = store.due_clicks(T0, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let (first, second) = (&due[0], &due[1]);
+    assert_eq!(
+        (first.step, first.attempts, first.received_at_ms),
+        (0, 0, T0)
+    );
+
+    store
+        .retry_click(first.id, 1, T0 + 5_000, "HTTP 503")
+        .await
+        .unwrap();
+    assert_eq!(store.due_clicks(T0 + 1_000, 10).await.unwrap().len(), 1);
+    assert_eq!(store.next_click_at().await.unwrap(), Some(T0));
+    store.click_step(first.id, 1).await.unwrap();
+    let again = store.due_clicks(T0 + 5_000, 10).await.unwrap();
+    let first = again.iter().find(|c| c.id == first.id).unwrap();
+    assert_eq!((first.step, first.attempts), (1, 0));
+
+    store
+        .finish_click(first.id, "done", false, T0 + 6_000)
+        .await
+        .unwrap();
+    store
+        .finish_click(second.id, "refused", true, T0 + 6_000)
+        .await
+        .unwrap();
+    assert!(store.due_clicks(i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_click_at().await.unwrap(), None);
+    // Over: the same action may be clicked again; the old trigger still may not.
+    assert_eq!(
+        store
+            .record_click(&click("t4", "ada|resolve"), T0 + 7_000)
+            .await
+            .unwrap(),
+        ClickRecorded::New
+    );
+    assert_eq!(
+        store
+            .record_click(&click("t1", "ada|resolve"), T0 + 7_000)
+            .await
+            .unwrap(),
+        ClickRecorded::Repeat
+    );
+
+    store.prune(T0 + 91 * DAY_MS, 90).await.unwrap();
+    assert_eq!(
+        store.due_clicks(i64::MAX, 10).await.unwrap().len(),
+        1,
+        "a pending click is kept"
+    );
+    assert_eq!(
+        store
+            .record_click(&click("t1", "x"), T0 + 91 * DAY_MS)
+            .await
+            .unwrap(),
+        ClickRecorded::New,
+        "done clicks are pruned"
+    );
+}
+
+/// A full message Slack accepted in a Web API channel is kept with its ts and what it
+/// showed; a state change from a click queues a rewrite of each channel's messages.
+async fn posted_issue_messages_are_kept_and_a_state_change_rewrites_them(store: &dyn Store) {
+    use crate::issue::{IssueState, Status};
+    store
+        .ingest(delivery(
+            "m1",
+            T0,
+            Some(alert("31", Some("m1"))),
+            &["web", "hook"],
+        ))
+        .await
+        .unwrap();
+    for item in store.due_outbox(T0, 10).await.unwrap() {
+        let (ts, id) = match item.channel.as_str() {
+            "web" => (Some("1700000000.000001"), Some("C0WEB")),
+            _ => (None, None),
+        };
+        store.mark_posted(item.id, T0, ts, id).await.unwrap();
+    }
+    let kept = store.issue_messages("31", "web").await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].ts.as_str(), kept[0].slack_channel_id.as_str()),
+        ("1700000000.000001", "C0WEB")
+    );
+    assert!(
+        matches!(&kept[0].message, OutboxMessage::Alert { alert, .. } if alert.issue_key == "31")
+    );
+    assert_eq!(
+        store
+            .issue_message("C0WEB", "1700000000.000001")
+            .await
+            .unwrap(),
+        Some(kept[0].clone())
+    );
+    assert!(
+        store.issue_messages("31", "hook").await.unwrap().is_empty(),
+        "no ts, nothing to update"
+    );
+    assert_eq!(store.issue_targets("31").await.unwrap().len(), 2);
+
+    let resolved = IssueState {
+        status: Status::Resolved {
+            in_next_release: false,
+        },
+        by: Some("Ada Lovelace".into()),
+        ..IssueState::default()
+    };
+    assert_eq!(
+        store
+            .set_issue_state("31", &resolved, T0 + 1_000)
+            .await
+            .unwrap(),
+        ["web"]
+    );
+    let due = store.due_outbox(T0 + 1_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].channel.as_str(), due[0].issue_key.as_str()),
+        ("web", "31")
+    );
+    assert_eq!(due[0].message, OutboxMessage::Refresh);
+    let stats = store.issue_stats("31", T0 + 1_000).await.unwrap();
+    let state = stats.state.unwrap();
+    assert_eq!(
+        (state.status, state.by.as_deref(), state.at_ms),
+        (resolved.status, Some("Ada Lovelace"), Some(T0 + 1_000))
+    );
+    assert_eq!(stats.previous_status, None, "never told before");
+
+    store.prune(T0 + 91 * DAY_MS, 90).await.unwrap();
+    assert!(
+        store.issue_messages("31", "web").await.unwrap().is_empty(),
+        "old messages are not updated any more"
+    );
+}
+
 /// Runs every behaviour against stores made by `open` (a fresh, empty store per call).
 async fn conformance<F, Fut>(open: F)
 where
@@ -795,6 +972,8 @@ where
     a_mute_holds_occurrences_and_its_end_releases_them_once(&*open().await).await;
     mutes_are_moved_ended_now_and_ended_quietly(&*open().await).await;
     spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(&*open().await).await;
+    clicks_are_committed_once_and_carried_out_in_recorded_steps(&*open().await).await;
+    posted_issue_messages_are_kept_and_a_state_change_rewrites_them(&*open().await).await;
 }
 
 /// A mute is a row: it holds after a restart, and ends with its message then.

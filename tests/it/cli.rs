@@ -82,6 +82,34 @@ fn sign_matches_the_reference_vector() {
     );
 }
 
+/// `sign --slack` prints the two headers Slack sends, and Sluice's own check accepts them.
+#[test]
+fn sign_slack_prints_headers_that_sluice_accepts() {
+    let scratch = Scratch::new();
+    let body = scratch.dir.path().join("click.form");
+    std::fs::write(&body, "payload=%7B%22type%22%3A%22block_actions%22%7D").unwrap();
+    let (code, out, err) = sluice(&[
+        "sign",
+        "--slack",
+        "--secret",
+        "s3cret",
+        body.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let header = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    let timestamp = header("X-Slack-Request-Timestamp");
+    let signature = header("X-Slack-Signature");
+    let now: i64 = timestamp.parse().unwrap();
+    let raw = std::fs::read(&body).unwrap();
+    sluice::slack::signing::verify(&["s3cret"], &timestamp, &raw, &signature, now).unwrap();
+    assert!(sluice::slack::signing::verify(&["other"], &timestamp, &raw, &signature, now).is_err());
+}
+
 #[test]
 fn route_shows_where_an_error_goes() {
     let config = repo_file("routes.toml");

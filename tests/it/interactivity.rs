@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 use sluice::clock::Clock;
 use sluice::testing::ScratchPostgres;
 
+use crate::util::clicks::{
+    ADA, CHANNEL_ID, SIGNING_SECRET, click_body, element, slack_headers, two_way,
+};
 use crate::util::fake_sentry::{FakeSentry, Fault, SentryRequest};
 use crate::util::fake_slack::{FakeSlack, Received};
 use crate::util::*;
@@ -17,30 +20,6 @@ use crate::util::*;
 const WAIT: Duration = Duration::from_secs(20);
 /// 2025-11-22 00:00 UTC.
 const T0: i64 = 1_763_769_600_000;
-/// The Slack app's signing secret in these tests.
-const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-/// The Web API channel of route "python via web api" in [`config_text`].
-const CHANNEL_ID: &str = "C0123456789";
-/// The clicker.
-const ADA: &str = "U0ADA";
-
-/// [`config_text`] with interactivity on: the signing secret, Sentry's API at `sentry`.
-fn two_way(text: String, sentry: &FakeSentry) -> String {
-    text.replacen(
-        "[slack]\n",
-        &format!("[slack]\nsigning_secrets = [\"{SIGNING_SECRET}\"]\n"),
-        1,
-    )
-    .replacen(
-        "[sentry]\n",
-        &format!(
-            "[sentry]\napi_token = \"sntrys-test-token\"\napi_base = \"{}\"\n\
-             organization = \"test-org\"\napi_timeout = \"2s\"\n",
-            sentry.base()
-        ),
-        1,
-    )
-}
 
 /// A running Sluice with a fake Slack (knowing Ada) and a fake Sentry (Ada is a member).
 struct Rig {
@@ -128,6 +107,7 @@ impl Rig {
             action_id,
             option,
             &format!("trigger-{action_id}"),
+            ADA,
         );
         self.post_click(&body, SIGNING_SECRET, self.now_secs())
             .await
@@ -198,81 +178,6 @@ async fn wait_response(slack: &FakeSlack, trigger: &str, timeout: Duration) -> V
         slack.responded(trigger).first().cloned()
     })
     .await
-}
-
-/// The headers Slack sends with an interaction: content type, timestamp, v0 signature.
-fn slack_headers(body: &str, secret: &str, timestamp: i64) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "content-type",
-            "application/x-www-form-urlencoded".to_string(),
-        ),
-        ("x-slack-request-timestamp", timestamp.to_string()),
-        (
-            "x-slack-signature",
-            sluice::slack::signing::sign(secret, timestamp, body.as_bytes()),
-        ),
-    ]
-}
-
-/// The element `action_id` of `message`'s blocks, with its block's id.
-fn element(message: &Received, action_id: &str) -> (Value, String) {
-    for block in message.body["blocks"].as_array().into_iter().flatten() {
-        for el in block["elements"].as_array().into_iter().flatten() {
-            if el["action_id"] == action_id {
-                return (el.clone(), block["block_id"].as_str().unwrap().to_string());
-            }
-        }
-    }
-    panic!("no element {action_id} in {}", message.body["blocks"]);
-}
-
-/// The form body Slack POSTs when Ada clicks `action_id` on `message` (choosing the option
-/// with value `option` of a menu): a `block_actions` payload as Slack documents it, built from
-/// the element Slack received.
-fn click_body(
-    slack: &FakeSlack,
-    message: &Received,
-    action_id: &str,
-    option: Option<&str>,
-    trigger: &str,
-) -> String {
-    let (el, block_id) = element(message, action_id);
-    let ts = message.ts.clone().expect("the message was posted");
-    let mut action = json!({
-        "action_id": action_id,
-        "block_id": block_id,
-        "type": el["type"],
-        "action_ts": "1763769601.000100",
-    });
-    match option {
-        Some(value) => {
-            let options = el["options"].as_array().expect("a menu");
-            let chosen = options
-                .iter()
-                .find(|o| o["value"] == value)
-                .unwrap_or_else(|| panic!("no option {value} in {el}"));
-            action["selected_option"] = chosen.clone();
-        }
-        None => {
-            action["text"] = el["text"].clone();
-            action["value"] = el["value"].clone();
-        }
-    }
-    let payload = json!({
-        "type": "block_actions",
-        "team": {"id": "T0TEAM", "domain": "acme"},
-        "user": {"id": ADA, "username": "ada", "name": "ada", "team_id": "T0TEAM"},
-        "api_app_id": "A0APP",
-        "token": "legacy-verification-token",
-        "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL_ID, "is_ephemeral": false},
-        "trigger_id": trigger,
-        "channel": {"id": CHANNEL_ID, "name": "python-alerts"},
-        "message": {"type": "message", "ts": ts, "text": message.text(), "blocks": message.body["blocks"]},
-        "response_url": slack.response_url(trigger),
-        "actions": [action],
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,6 +273,7 @@ async fn archive_sends_each_choice_the_way_sentry_takes_it() {
             "sluice:archive",
             Some(choice),
             &format!("trigger-{i}"),
+            ADA,
         );
         assert_eq!(
             rig.post_click(&body, SIGNING_SECRET, rig.now_secs()).await,
@@ -426,8 +332,15 @@ async fn assign_to_me_finds_the_clicker_in_sentry_by_email() {
     rig.slack
         .add_user("U0BOB", "bob", "Bob", Some("bob@example.com"));
     let other = rig.alert("3002", 2).await;
-    let body =
-        click_body(&rig.slack, &other, "sluice:assign", None, "trigger-bob").replace(ADA, "U0BOB");
+    let body = click_body(
+        &rig.slack,
+        &other,
+        "sluice:assign",
+        None,
+        "trigger-bob",
+        ADA,
+    )
+    .replace(ADA, "U0BOB");
     assert_eq!(
         rig.post_click(&body, SIGNING_SECRET, rig.now_secs()).await,
         StatusCode::OK
@@ -447,7 +360,14 @@ async fn bad_signatures_get_401_malformed_bodies_400_and_nothing_is_done() {
     let _held = HeldTime::hold();
     let rig = Rig::start("").await;
     let message = rig.alert("4001", 1).await;
-    let body = click_body(&rig.slack, &message, "sluice:resolve", None, "trigger-x");
+    let body = click_body(
+        &rig.slack,
+        &message,
+        "sluice:resolve",
+        None,
+        "trigger-x",
+        ADA,
+    );
     let now = rig.now_secs();
     assert_eq!(
         rig.post_click(&body, "another-secret", now).await,
@@ -498,8 +418,22 @@ async fn a_click_that_arrives_twice_or_a_double_click_acts_once() {
     rig.sentry
         .fail("/api/0/organizations/test-org/issues/", Fault::ServerError);
     let message = rig.alert("5001", 1).await;
-    let first = click_body(&rig.slack, &message, "sluice:resolve", None, "trigger-1");
-    let second = click_body(&rig.slack, &message, "sluice:resolve", None, "trigger-2");
+    let first = click_body(
+        &rig.slack,
+        &message,
+        "sluice:resolve",
+        None,
+        "trigger-1",
+        ADA,
+    );
+    let second = click_body(
+        &rig.slack,
+        &message,
+        "sluice:resolve",
+        None,
+        "trigger-2",
+        ADA,
+    );
     for body in [&first, &first, &second] {
         assert_eq!(
             rig.post_click(body, SIGNING_SECRET, rig.now_secs()).await,
@@ -720,13 +654,24 @@ async fn mute_here_holds_back_occurrences_and_says_how_many_when_it_ends() {
     })
     .await;
     assert!(ended.text().contains("held back 5"), "{}", ended.text());
+    // The message no longer says it is muted.
+    let unmuted = eventually(WAIT, "the message drops its mute", || async {
+        rig.updates()
+            .into_iter()
+            .rev()
+            .find(|u| u.body["ts"] == message.ts.clone().unwrap().as_str())
+            .filter(|u| !u.text().contains("Muted here"))
+    })
+    .await;
+    element(&unmuted, "sluice:mute");
     rig.server.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn comments_become_replies_in_the_issues_thread() {
     let _held = HeldTime::hold();
-    let rig = Rig::start("comments = true\n").await;
+    // The route names an environment, which comments do not carry: they follow the issue.
+    let rig = Rig::start("environment = \"production\"\ncomments = true\n").await;
     let first = rig.alert("11001", 1).await;
     let body = json!({
         "action": "created",
@@ -779,7 +724,14 @@ async fn a_click_survives_kill_9_between_the_answer_and_sentry_and_acts_once() {
     .await;
     // Sentry takes the request and never answers: the click is in flight when the process dies.
     sentry.fail("/api/0/organizations/test-org/issues/", Fault::Hang);
-    let body = click_body(&slack, &message, "sluice:resolve", None, "trigger-kill");
+    let body = click_body(
+        &slack,
+        &message,
+        "sluice:resolve",
+        None,
+        "trigger-kill",
+        ADA,
+    );
     let now = Clock::system().now_ms() / 1000;
     let headers = slack_headers(&body, SIGNING_SECRET, now);
     let (status, _) = post(&first.url("/slack/interactions"), &headers, body.as_bytes()).await;

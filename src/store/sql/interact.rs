@@ -239,20 +239,28 @@ where
         Ok(channels)
     }
 
-    pub(super) async fn queue_refresh(
-        &self,
+    /// Queues a [`OutboxMessage::Refresh`] of the issue's messages in `channel`, if Sluice
+    /// posted any there (a mute of it began or ended); returns whether it did.
+    pub(super) async fn queue_refresh_if_shown(
+        conn: &mut DB::Connection,
         issue_key: &str,
         channel: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let payload = to_json(&OutboxMessage::Refresh)?;
-        let mut w = WriteConn::acquire(&self.writer, &self.health).await?;
-        let mut tx = w.begin().await?;
-        Self::insert_outbox(&mut tx, channel, issue_key, "refresh", &payload, 0, now_ms).await?;
-        DB::announce_queued(&mut *tx).await?;
-        tx.commit().await?;
-        w.committed();
-        Ok(())
+        let queued = sqlx::query(
+            "INSERT INTO outbox (channel, issue_key, kind, payload, occurrences, created_at,
+                                 next_attempt_at)
+             SELECT $1, $2, 'refresh', $3, 0, $4, $4
+             WHERE EXISTS (SELECT 1 FROM issue_messages WHERE issue_key = $2 AND channel = $1)",
+        )
+        .bind(channel)
+        .bind(issue_key)
+        .bind(payload)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+        Ok(DB::rows_affected(&queued) > 0)
     }
 
     pub(super) async fn issue_targets(&self, issue_key: &str) -> Result<Vec<Target>, StoreError> {

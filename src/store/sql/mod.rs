@@ -521,15 +521,6 @@ where
         self.set_issue_state(issue_key, state, now_ms).await
     }
 
-    async fn queue_refresh(
-        &self,
-        issue_key: &str,
-        channel: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.queue_refresh(issue_key, channel, now_ms).await
-    }
-
     async fn issue_targets(
         &self,
         issue_key: &str,

@@ -62,7 +62,9 @@ where
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        if ended == Some(true) {
+        // The messages show the mute.
+        let refreshed = Self::queue_refresh_if_shown(&mut tx, issue_key, channel, now_ms).await?;
+        if ended == Some(true) || refreshed {
             DB::announce_queued(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -136,7 +138,8 @@ where
 
     /// Deletes the mute of `key` if it ends by `ended_by` (Unix ms; [`i64::MAX`]: whenever
     /// it ends) and, if it held occurrences, queues the follow-up that carries them at
-    /// `now_ms`. `None`: no such mute; `Some(queued)`: ended, with or without a follow-up.
+    /// `now_ms`, and a refresh of the messages that showed the mute. `None`: no such mute;
+    /// `Some(queued)`: ended, and whether anything was queued.
     async fn end_mute(
         conn: &mut DB::Connection,
         key: &(String, String),
@@ -157,8 +160,10 @@ where
             return Ok(None);
         };
         let mute = Self::mute_state(&row);
+        // The messages no longer show the mute.
+        let refreshed = Self::queue_refresh_if_shown(conn, issue_key, channel, now_ms).await?;
         if mute.held == 0 {
-            return Ok(Some(false));
+            return Ok(Some(refreshed));
         }
         let pair = sqlx::query(
             "SELECT cooldown_secs, cooldown_until, folded, folded_since, window_count, spiked,
@@ -175,7 +180,7 @@ where
             ))
         })?;
         let Some(follow_up) = storm::mute_ended(&Self::pair_state(&pair), &mute, now_ms) else {
-            return Ok(Some(false));
+            return Ok(Some(refreshed));
         };
         Self::queue_follow_up(conn, key, pair.get("payload"), follow_up, now_ms).await?;
         Ok(Some(true))

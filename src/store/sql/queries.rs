@@ -268,11 +268,19 @@ where
             .execute(&mut *tx)
             .await
             .map(|r| DB::rows_affected(&r))?;
-        deleted += sqlx::query("DELETE FROM deliveries WHERE received_at < $1")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await
-            .map(|r| DB::rows_affected(&r))?;
+        // Messages older than the retention are no longer rewritten when their issue
+        // changes; clicks carried out that long ago are history.
+        for sql in [
+            "DELETE FROM deliveries WHERE received_at < $1",
+            "DELETE FROM issue_messages WHERE posted_at < $1",
+            "DELETE FROM clicks WHERE state <> 'pending' AND received_at < $1",
+        ] {
+            deleted += sqlx::query(sql)
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await
+                .map(|r| DB::rows_affected(&r))?;
+        }
         tx.commit().await?;
         w.committed();
         Ok(deleted)

@@ -5,6 +5,7 @@
 //! stand-in, payloads, signing and processes. So nothing here may name the test binary's own
 //! modules (`crate::…`, `super::` from this file).
 
+pub mod clicks;
 pub mod fake_sentry;
 pub mod fake_slack;
 pub mod process;
