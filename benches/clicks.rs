@@ -16,9 +16,9 @@
 //! time is from sending the request to reading Slack's status code; anything but `200` counts
 //! as an error.
 //!
-//! Recovery: Sentry answers 503 for `BENCH_DOWN_SECS` (default 20) seconds after a click, then
-//! heals; the row gives the time from healing to Sentry's first `200` to the click's `PUT`,
-//! beside the wait the worker was in (the gap between its last two failed attempts).
+//! Recovery: Sentry answers 500 for `BENCH_DOWN_SECS` (default 20) seconds after a click, then
+//! heals; the line gives the time from healing to Sentry's first `200` to the click's `PUT`,
+//! beside the retry wait the worker was in (from its last failed attempt to that `PUT`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -181,8 +181,11 @@ async fn scenario(fault: Option<Fault>, n: usize, connections: usize) -> Answers
 /// What the recovery run measured.
 struct Recovery {
     down_for: Duration,
+    /// From Sentry healing to the click's first answered `PUT`.
     reached_after: Duration,
-    retry_gap: Duration,
+    /// From the last failed attempt to that `PUT`: the retry wait in effect when Sentry
+    /// healed.
+    retry_wait: Duration,
 }
 
 /// One click while Sentry is down for `down_for`, then healed: how soon the click reaches it.
@@ -211,22 +214,19 @@ async fn recovery(down_for: Duration) -> Result<Recovery, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let failed: Vec<_> = target
+    let last_failed = target
         .sentry
         .requests()
         .into_iter()
         .filter(|r| r.method == "PUT" && r.status != Some(200) && r.at <= healed)
         .map(|r| r.at)
-        .collect();
-    let retry_gap = match failed.as_slice() {
-        [.., a, b] => *b - *a,
-        _ => Duration::ZERO,
-    };
+        .max()
+        .ok_or("no failed attempt while Sentry was down")?;
     target.process.kill9();
     Ok(Recovery {
         down_for,
         reached_after: reached.saturating_duration_since(healed),
-        retry_gap,
+        retry_wait: reached.saturating_duration_since(last_failed),
     })
 }
 
@@ -282,10 +282,11 @@ async fn bench_main() {
     match recovery(down).await {
         Ok(r) => println!(
             "Recovery: Sentry down for {:.0} s after the click, then healed: the click reached Sentry \
-             {:.1} s later (the worker's retry wait was then {:.1} s; its cap is {} s).",
+             {:.1} s later, at the worker's next retry, {:.1} s after its last failed attempt \
+             (retry waits are capped at {} s).",
             r.down_for.as_secs_f64(),
             r.reached_after.as_secs_f64(),
-            r.retry_gap.as_secs_f64(),
+            r.retry_wait.as_secs_f64(),
             sluice::interactions::RETRY_MAX.as_secs()
         ),
         Err(e) => println!("Recovery: not measured: {e}"),

@@ -7,28 +7,40 @@
 //! Data flows one way, top to bottom:
 //!
 //! - [`server`]: HTTP wiring (axum): the webhook endpoints, `/healthz`, `/readyz`,
-//!   `/metrics`, `run()`; `server::conn` serves connections with the header, idle and
-//!   connection-count limits.
-//! - [`sentry`]: signature and timestamp checks, and parsing every payload shape into an
-//!   [`alert::Alert`].
+//!   `/metrics`, `run()`; `server::interactions` takes Slack's clicks
+//!   (`POST /slack/interactions`: verify, parse, commit); `server::conn` serves connections
+//!   with the header, idle and connection-count limits.
+//! - [`sentry`]: signature and timestamp checks, parsing every payload shape into an
+//!   [`alert::Alert`], and `sentry::api`, the client of Sentry's web API (resolve, archive,
+//!   assign, comment).
+//! - [`issue`]: an issue's state in Sentry (status, assignee, who changed it) and the actions
+//!   people take on it from Slack, as plain values.
 //! - [`alert`]: the one normalised record every later stage works on.
 //! - [`config`]: `routes.toml`, parsed, `${VAR}`-expanded and validated with file:line:col
 //!   errors: the public types in `config/mod.rs`, the file as written in `raw.rs`, validation
 //!   in `validate.rs`, value parsers in `values.rs`, `ConfigError` in `error.rs`.
 //! - [`routing`]: which channels an alert goes to (ordered routes, globs, levels, tags, title).
 //! - [`store`]: durable state behind the `Store` trait (SQLite or PostgreSQL): deduplication,
-//!   day counts, issues, the outbox, sent log, dead letters and ops notices. `store/sql/` is
-//!   the one SQL implementation (`mod.rs` the committer and trait impl, `ingest.rs` and
-//!   `group.rs` group commit, `outbox.rs` the outbox's life, `queries.rs` reads and pruning);
+//!   day counts, issues and their state, the outbox, sent log, dead letters, ops notices,
+//!   posted messages, clicks and mutes. `store/sql/` is the one SQL implementation (`mod.rs`
+//!   the committer and trait impl, `ingest.rs` and `group.rs` group commit, `outbox.rs` the
+//!   outbox's life, `mutes.rs` mutes, `interact.rs` clicks and posted messages, `queries.rs`
+//!   reads and pruning);
 //!   `store::writer` keeps a failed write transaction from leaving its connection in doubt.
 //!   It executes the plans of [`storm`].
 //! - [`leader`]: which replica delivers when several share PostgreSQL (an advisory lock).
 //! - [`counts`]: the 7-day and 30-day windows, the sparkline, number formatting.
-//! - [`storm`]: storm control decisions: per-issue cooldowns and roll-ups as pure planners
-//!   over plain values (it imports neither the store nor the outbox), per-channel rate limits.
+//! - [`storm`]: storm control decisions: per-issue cooldowns, mutes, breakthrough spikes and
+//!   roll-ups as pure planners over plain values (it imports neither the store nor the
+//!   outbox), per-channel rate limits.
 //! - [`digest`]: the weekly digest per channel: schedule, numbers, message, scheduler.
-//! - [`outbox`]: the delivery worker draining the outbox to Slack, with retry decisions.
-//! - [`prune`]: the hourly worker that drops counts and dedupe records past retention.
+//! - [`outbox`]: the delivery worker draining the outbox to Slack, with retry decisions;
+//!   `outbox::issue` sends what is about an issue's message (buttons, state line, in-place
+//!   rewrites, regressions, comments in threads).
+//! - [`interactions`]: the leader's worker that carries out committed clicks against Sentry's
+//!   API (or mutes), durably, with retries, replying to the clicker.
+//! - [`prune`]: the hourly worker that drops counts, dedupe records, posted-message records
+//!   and carried-out clicks past retention.
 //! - [`slack`]: Block Kit message building (escaping, limits; the buttons and state line of
 //!   `buttons`) and the transports; Slack's request signing and click payloads (`signing`,
 //!   `interaction`).
@@ -38,7 +50,8 @@
 //! - [`state`]: what handlers and workers share (store, live config, wake-up signal, clock).
 //! - [`clock`]: the one clock of wall time and timers, which tests run on Tokio's paused time.
 //! - [`reload`]: hot reload of routes.toml on SIGHUP or file change (parse, validate, swap).
-//! - [`cli`]: the `sluice` command line; `main.rs` only calls it.
+//! - [`cli`]: the `sluice` command line (`cli/mutes.rs`: `mute`, `unmute`, `mutes`);
+//!   `main.rs` only calls it.
 
 pub mod alert;
 pub mod cli;

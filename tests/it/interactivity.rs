@@ -238,6 +238,45 @@ async fn resolve_resolves_in_sentry_names_the_clicker_and_updates_the_message() 
     rig.server.stop().await;
 }
 
+/// Unresolve, offered once resolved, reopens the issue in Sentry, and the message offers
+/// Resolve again; the clicks on one issue are carried out in the order they came.
+#[tokio::test(start_paused = true)]
+async fn unresolve_reopens_what_was_resolved() {
+    let _held = HeldTime::hold();
+    let rig = Rig::start("").await;
+    let message = rig.alert("1501", 1).await;
+    assert_eq!(
+        rig.click(&message, "sluice:resolve", None).await,
+        StatusCode::OK
+    );
+    let mut resolved = rig.wait_update(1).await;
+    // A rewritten message keeps its ts.
+    resolved.ts = message.ts.clone();
+    assert_eq!(
+        rig.click(&resolved, "sluice:unresolve", None).await,
+        StatusCode::OK
+    );
+    let issue = "/api/0/organizations/test-org/issues/1501/";
+    let reopened = eventually(WAIT, "the issue is reopened", || async {
+        rig.sentry
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT" && r.path == issue && r.status == Some(200))
+            .nth(1)
+    })
+    .await;
+    assert_eq!(reopened.body, json!({"status": "unresolved"}));
+    let updated = eventually(WAIT, "the message offers Resolve again", || async {
+        rig.updates()
+            .into_iter()
+            .skip(1)
+            .find(|u| !u.text().contains("Resolved by"))
+    })
+    .await;
+    element(&updated, "sluice:resolve");
+    rig.server.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn archive_sends_each_choice_the_way_sentry_takes_it() {
     let _held = HeldTime::hold();

@@ -208,25 +208,34 @@ where
         DB::lock_pairs(&mut *conn, pairs).await?;
         let mut stored = HashMap::new();
         for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<DB>::new(
+            let mut q = Self::rows_of_pairs(
                 "SELECT issue_key, channel, cooldown_secs, cooldown_until, folded, folded_since,
                         window_count, spiked
-                 FROM issue_channels WHERE (issue_key, channel) IN (",
+                 FROM issue_channels",
+                chunk,
             );
-            let mut sep = q.separated(", ");
-            for (issue, channel) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(issue.clone())
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(channel.clone())
-                    .push_unseparated(")");
-            }
-            q.push(")");
             for r in q.build().fetch_all(&mut *conn).await? {
                 stored.insert((r.get("issue_key"), r.get("channel")), Self::pair_state(&r));
             }
         }
         Ok(stored)
+    }
+
+    /// `select` (a table keyed by issue and channel) limited to the rows of `pairs`:
+    /// `… WHERE (issue_key, channel) IN (($1, $2), …)`.
+    fn rows_of_pairs(select: &str, pairs: &[(String, String)]) -> QueryBuilder<DB> {
+        let mut q = QueryBuilder::<DB>::new(select);
+        q.push(" WHERE (issue_key, channel) IN (");
+        let mut sep = q.separated(", ");
+        for (issue, channel) in pairs {
+            sep.push("(")
+                .push_bind_unseparated(issue.clone())
+                .push_unseparated(", ")
+                .push_bind_unseparated(channel.clone())
+                .push_unseparated(")");
+        }
+        q.push(")");
+        q
     }
 
     /// Reads the mutes of `pairs` (sorted, locked by [`Self::read_cooldowns`]), ended or not:
@@ -237,19 +246,10 @@ where
     ) -> Result<HashMap<(String, String), MuteState>, StoreError> {
         let mut mutes = HashMap::new();
         for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<DB>::new(
-                "SELECT issue_key, channel, until_at, held, held_since
-                 FROM mutes WHERE (issue_key, channel) IN (",
+            let mut q = Self::rows_of_pairs(
+                "SELECT issue_key, channel, until_at, held, held_since FROM mutes",
+                chunk,
             );
-            let mut sep = q.separated(", ");
-            for (issue, channel) in chunk {
-                sep.push("(")
-                    .push_bind_unseparated(issue.clone())
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(channel.clone())
-                    .push_unseparated(")");
-            }
-            q.push(")");
             for r in q.build().fetch_all(&mut *conn).await? {
                 mutes.insert((r.get("issue_key"), r.get("channel")), Self::mute_state(&r));
             }

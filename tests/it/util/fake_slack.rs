@@ -414,20 +414,31 @@ fn record(
     inner.arrived.notify_waiters();
 }
 
+/// The reply to a request on `path` after the set latency; never, for a hung path (recorded
+/// as such).
+async fn answer_or_hang(
+    inner: &Arc<Inner>,
+    path: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Reply {
+    if inner.hung.lock().unwrap().contains(&path) {
+        record(inner, path, headers, body, &Hung, None);
+        return std::future::pending().await;
+    }
+    let reply = answer(inner, path, headers, body);
+    let latency = *inner.latency.lock().unwrap();
+    tokio::time::sleep(latency).await;
+    reply
+}
+
 async fn webhook(
     State(inner): State<Arc<Inner>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("hooks/{name}");
-    if inner.hung.lock().unwrap().contains(&path) {
-        record(&inner, path, &headers, &body, &Hung, None);
-        return std::future::pending().await;
-    }
-    let reply = answer(&inner, path, &headers, &body);
-    let latency = *inner.latency.lock().unwrap();
-    tokio::time::sleep(latency).await;
+    let reply = answer_or_hang(&inner, format!("hooks/{name}"), &headers, &body).await;
     match reply {
         Reply::Ok => (StatusCode::OK, "ok").into_response(),
         Reply::RateLimited { retry_after_secs } => (
@@ -524,14 +535,7 @@ async fn respond(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = format!("respond/{id}");
-    if inner.hung.lock().unwrap().contains(&path) {
-        record(&inner, path, &headers, &body, &Hung, None);
-        return std::future::pending().await;
-    }
-    let reply = answer(&inner, path, &headers, &body);
-    let latency = *inner.latency.lock().unwrap();
-    tokio::time::sleep(latency).await;
+    let reply = answer_or_hang(&inner, format!("respond/{id}"), &headers, &body).await;
     match reply {
         Reply::Ok => axum::Json(json!({"ok": true})).into_response(),
         Reply::SlackError(error) => (
