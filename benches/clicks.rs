@@ -1,7 +1,7 @@
 //! Click benchmark: `cargo bench --bench clicks`.
 //!
 //! How fast `POST /slack/interactions` answers a click while Sentry's API is healthy, down
-//! (every request answered 503) or hanging (never answering), and how soon a click reaches
+//! (every request answered 500) or hanging (never answering), and how soon a click reaches
 //! Sentry once Sentry comes back. Prints one table from one run on this machine.
 //!
 //! Each scenario runs the release `sluice` binary (`sluice serve`, SQLite) afresh, with the
@@ -257,7 +257,7 @@ async fn bench_main() {
     let down = Duration::from_secs(env_usize("BENCH_DOWN_SECS", 20) as u64);
     let rows = [
         ("healthy", None),
-        ("down (503)", Some(Fault::ServerError)),
+        ("down (500)", Some(Fault::ServerError)),
         ("hanging", Some(Fault::Hang)),
     ];
     println!(
