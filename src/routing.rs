@@ -152,6 +152,37 @@ impl Router {
     }
 }
 
+/// Whether `alert` goes where its issue's earlier messages went rather than by the routes: an
+/// issue notice (but `issue.created`, which is news) or a comment carries no environment to
+/// route by.
+pub fn follows_issue(alert: &Alert) -> bool {
+    match alert.resource.as_str() {
+        "issue" => alert.action != "created",
+        "comment" => true,
+        _ => false,
+    }
+}
+
+/// Where an alert that [`follows_issue`] goes, given the route decisions of the channels the
+/// issue's occurrences were sent to (`earlier`): those channels, without the route's mention
+/// (the occurrence paged already) but for a reopening, which is news when it is a regression.
+/// `None` for an issue never posted, which the routes place.
+pub fn followed(alert: &Alert, earlier: &[Target]) -> Option<Vec<Target>> {
+    if earlier.is_empty() {
+        return None;
+    }
+    let pages = alert.resource == "issue" && alert.action == "unresolved";
+    Some(
+        earlier
+            .iter()
+            .map(|t| Target {
+                mention: t.mention.clone().filter(|_| pages),
+                ..t.clone()
+            })
+            .collect(),
+    )
+}
+
 impl Target {
     /// The cooldown as a `Duration`.
     pub fn cooldown(&self) -> Duration {
@@ -545,5 +576,49 @@ console = true
         let t = router("[[routes]]\nchannels = [\"a\"]\n").route(&alert());
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<Vec<Target>>(&json).unwrap(), t);
+    }
+
+    /// Issue notices (but `issue.created`) and comments follow the issue's earlier channels,
+    /// without paging again, except a reopening; an issue never posted goes by the routes.
+    #[test]
+    fn notices_and_comments_follow_the_issue_and_only_a_reopening_pages() {
+        let notice = |resource: &str, action: &str| Alert {
+            resource: resource.into(),
+            action: action.into(),
+            event_id: None,
+            ..alert()
+        };
+        assert!(!follows_issue(&alert()));
+        assert!(!follows_issue(&notice("issue", "created")));
+        assert!(!follows_issue(&notice("metric_alert", "critical")));
+        for (resource, action) in [
+            ("issue", "resolved"),
+            ("issue", "assigned"),
+            ("comment", "created"),
+        ] {
+            assert!(
+                follows_issue(&notice(resource, action)),
+                "{resource}.{action}"
+            );
+        }
+        let earlier = [Target {
+            channel: "oncall".into(),
+            route: Some("checkout".into()),
+            mention: Some("<!subteam^S1>".into()),
+            cooldown_secs: 60,
+            digest: true,
+            actions: None,
+            comments: true,
+            breakthrough: vec![10],
+        }];
+        let resolved = followed(&notice("issue", "resolved"), &earlier).unwrap();
+        assert_eq!(resolved[0].mention, None);
+        assert_eq!(
+            (resolved[0].channel.as_str(), resolved[0].comments),
+            ("oncall", true)
+        );
+        let reopened = followed(&notice("issue", "unresolved"), &earlier).unwrap();
+        assert_eq!(reopened[0].mention.as_deref(), Some("<!subteam^S1>"));
+        assert_eq!(followed(&notice("issue", "resolved"), &[]), None);
     }
 }

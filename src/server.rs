@@ -560,10 +560,9 @@ async fn commit(
     request_id: Option<String>,
     alert: Option<Alert>,
 ) -> Answer {
-    let targets = match &alert {
-        Some(a) => targets(state, router, a).await?,
-        None => Vec::new(),
-    };
+    // Issue notices and comments follow the issue's earlier messages instead, decided in the
+    // store's transaction (`routing::follows_issue`).
+    let targets = alert.as_ref().map(|a| router.route(a)).unwrap_or_default();
     let issue = alert.as_ref().map(|a| a.issue_key.clone());
     let channels: Vec<&str> = targets.iter().map(|t| t.channel.as_str()).collect();
     let channels = channels.join(",");
@@ -596,43 +595,6 @@ async fn commit(
             Ok((response, "stored"))
         }
     }
-}
-
-/// Where an alert goes. An issue notice (but `issue.created`) or a comment carries no
-/// environment to route by, so it follows the issue's earlier messages: the channels (with
-/// their route decisions) that were sent occurrences of the issue, without the route's
-/// mention but for a reopening (a regression pages); the routes decide only for an issue
-/// Sluice has not posted yet.
-async fn targets(
-    state: &AppState,
-    router: &crate::routing::Router,
-    alert: &Alert,
-) -> Result<Vec<crate::routing::Target>, IngestError> {
-    let follows_issue = match alert.resource.as_str() {
-        "issue" => alert.action != "created",
-        "comment" => true,
-        _ => false,
-    };
-    if follows_issue {
-        let earlier = state
-            .store
-            .issue_targets(&alert.issue_key)
-            .await
-            .map_err(IngestError::Unavailable)?;
-        if !earlier.is_empty() {
-            // The occurrence paged already; a notice about the issue does not page again,
-            // except a reopening, which is news when it is a regression.
-            let pages = alert.resource == "issue" && alert.action == "unresolved";
-            return Ok(earlier
-                .into_iter()
-                .map(|t| crate::routing::Target {
-                    mention: t.mention.filter(|_| pages),
-                    ..t
-                })
-                .collect());
-        }
-    }
-    Ok(router.route(alert))
 }
 
 async fn store_delivery(

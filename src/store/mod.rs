@@ -647,10 +647,6 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Where the issue's messages went: the route decision of each channel it was posted in
-    /// (its issue notices and comments follow them, having no environment to route by).
-    async fn issue_targets(&self, issue_key: &str) -> Result<Vec<Target>, StoreError>;
-
     /// Deletes day buckets, seen events and deliveries, posted messages (no longer updated in
     /// place) and carried-out clicks older than `retention_days` before `now_ms`; returns the
     /// rows deleted.

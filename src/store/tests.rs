@@ -912,7 +912,6 @@ async fn posted_issue_messages_are_kept_and_a_state_change_rewrites_them(store: 
         store.issue_messages("31", "hook").await.unwrap().is_empty(),
         "no ts, nothing to update"
     );
-    assert_eq!(store.issue_targets("31").await.unwrap().len(), 2);
 
     let resolved = IssueState {
         status: Status::Resolved {

@@ -4,7 +4,7 @@
 //! group ends exactly as if each delivery had been applied alone, in order.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::to_json;
 use crate::alert::Alert;
@@ -202,19 +202,57 @@ impl<'a> RoutedAlert<'a> {
     }
 }
 
-/// Every live alert with each of its targets, in group and target order.
-pub(super) fn routed<'a>(group: &[&'a Delivery], live: &[Live]) -> Vec<RoutedAlert<'a>> {
+/// Every live alert with each of its targets, in group and target order: the routes' targets,
+/// or for an alert that follows its issue, those `followed` holds for its delivery's index.
+pub(super) fn routed<'a>(
+    group: &[&'a Delivery],
+    live: &[Live],
+    followed: &'a HashMap<usize, Vec<Target>>,
+) -> Vec<RoutedAlert<'a>> {
     live.iter()
         .flat_map(|l| {
             let d = group[l.index];
             let alert = d.alert.as_ref().expect("live deliveries have an alert");
-            d.targets.iter().map(move |target| RoutedAlert {
+            let targets = followed.get(&l.index).unwrap_or(&d.targets);
+            targets.iter().map(move |target| RoutedAlert {
                 delivery: l.index,
                 received_at_ms: d.received_at_ms,
                 alert,
                 target,
                 counted: l.counted,
             })
+        })
+        .collect()
+}
+
+/// The issues of the live alerts that follow their issue ([`crate::routing::follows_issue`]),
+/// sorted: whose earlier channels are read.
+pub(super) fn followers<'a>(group: &[&'a Delivery], live: &[Live]) -> Vec<&'a str> {
+    live.iter()
+        .filter_map(|l| group[l.index].alert.as_ref())
+        .filter(|a| crate::routing::follows_issue(a))
+        .map(|a| a.issue_key.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// For each live alert that follows its issue, by its delivery's index, where it goes: the
+/// channels of `earlier` (issue → the route decisions its occurrences were sent with), when
+/// the issue has any.
+pub(super) fn followed(
+    group: &[&Delivery],
+    live: &[Live],
+    earlier: &HashMap<String, Vec<Target>>,
+) -> HashMap<usize, Vec<Target>> {
+    live.iter()
+        .filter_map(|l| {
+            let alert = group[l.index].alert.as_ref()?;
+            if !crate::routing::follows_issue(alert) {
+                return None;
+            }
+            let targets = crate::routing::followed(alert, earlier.get(&alert.issue_key)?)?;
+            Some((l.index, targets))
         })
         .collect()
 }

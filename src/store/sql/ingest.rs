@@ -59,7 +59,10 @@ where
         Self::upsert_issues(conn, &group::issue_rows(group, &live)).await?;
         // The cooldown and mute of every (issue, channel) an occurrence goes to, held until
         // commit.
-        let routed = group::routed(group, &live);
+        // Issue notices and comments go where the issue's occurrences went.
+        let earlier = Self::read_earlier_targets(conn, &group::followers(group, &live)).await?;
+        let followed = group::followed(group, &live, &earlier);
+        let routed = group::routed(group, &live, &followed);
         let pairs = group::occurrence_pairs(&routed);
         let stored = Self::read_cooldowns(conn, &pairs).await?;
         let mutes = Self::read_mutes(conn, &pairs).await?;
@@ -219,6 +222,30 @@ where
             }
         }
         Ok(stored)
+    }
+
+    /// The route decision of every channel each of `issues` (sorted) was posted in.
+    async fn read_earlier_targets(
+        conn: &mut DB::Connection,
+        issues: &[&str],
+    ) -> Result<HashMap<String, Vec<crate::routing::Target>>, StoreError> {
+        let mut earlier: HashMap<String, Vec<crate::routing::Target>> = HashMap::new();
+        for chunk in issues.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT issue_key, channel, payload FROM issue_channels WHERE issue_key IN (",
+            );
+            let mut sep = q.separated(", ");
+            for issue in chunk {
+                sep.push_bind(issue.to_string());
+            }
+            q.push(") ORDER BY issue_key, channel");
+            for r in q.build().fetch_all(&mut *conn).await? {
+                let issue: String = r.get("issue_key");
+                let target = super::target_of(&issue, &r.get::<String, _>("payload"))?;
+                earlier.entry(issue).or_default().push(target);
+            }
+        }
+        Ok(earlier)
     }
 
     /// `select` (a table keyed by issue and channel) limited to the rows of `pairs`:

@@ -6,7 +6,6 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{Backend, SqlStore, Value, to_json};
 use crate::issue::IssueState;
-use crate::routing::Target;
 use crate::store::writer::WriteConn;
 use crate::store::{ClickRecorded, IssueMessage, NewClick, OutboxMessage, StoreError, StoredClick};
 
@@ -261,27 +260,6 @@ where
         .execute(&mut *conn)
         .await?;
         Ok(DB::rows_affected(&queued) > 0)
-    }
-
-    pub(super) async fn issue_targets(&self, issue_key: &str) -> Result<Vec<Target>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT channel, payload FROM issue_channels WHERE issue_key = $1 ORDER BY channel",
-        )
-        .bind(issue_key)
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: String = r.get("payload");
-                match serde_json::from_str(&payload) {
-                    Ok(OutboxMessage::Alert { target, .. }) => Ok(target),
-                    _ => Err(StoreError::Corrupt(format!(
-                        "issue_channels {issue_key} in {}: not an alert",
-                        r.get::<String, _>("channel")
-                    ))),
-                }
-            })
-            .collect()
     }
 }
 

@@ -215,6 +215,16 @@ where
     }
 }
 
+/// The route decision in an `issue_channels` row's `payload` (the issue's latest alert there).
+fn target_of(issue_key: &str, payload: &str) -> Result<crate::routing::Target, StoreError> {
+    match serde_json::from_str(payload) {
+        Ok(OutboxMessage::Alert { target, .. }) => Ok(target),
+        _ => Err(StoreError::Corrupt(format!(
+            "issue_channels {issue_key}: not an alert"
+        ))),
+    }
+}
+
 /// A message as stored in an outbox row's `payload`.
 fn to_json(message: &OutboxMessage) -> Result<String, StoreError> {
     serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -519,12 +529,5 @@ where
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
         self.set_issue_state(issue_key, state, now_ms).await
-    }
-
-    async fn issue_targets(
-        &self,
-        issue_key: &str,
-    ) -> Result<Vec<crate::routing::Target>, StoreError> {
-        self.issue_targets(issue_key).await
     }
 }
