@@ -62,10 +62,11 @@ impl Rig {
     /// Delivers an occurrence of issue `issue` of project `python` and returns the message
     /// Slack received for it.
     async fn alert(&self, issue: &str, n: usize) -> Received {
+        // Counted before the delivery: the worker may post it before the answer is read.
+        let before = self.posted().len();
         self.server
             .accept_event(issue, &event_id(n), "python", "production")
             .await;
-        let before = self.posted().len();
         eventually(WAIT, "the alert is posted", || async {
             let posted = self.posted();
             (posted.len() > before).then(|| posted.last().cloned().unwrap())
