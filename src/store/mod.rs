@@ -199,6 +199,12 @@ impl<'a> From<&'a OutboxItem> for crate::storm::Waiting<'a> {
 /// A message Slack refused for good, kept with Slack's error string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// Its id (the outbox row's): what `sluice dead-letters` lists and replays.
+    pub id: i64,
+    /// What kind of message it was (`alert`, `followup`, `digest`, `notice`, …).
+    pub kind: String,
+    /// The issue's title, when the store knows the issue.
+    pub title: Option<String>,
     /// Channel name.
     pub channel: String,
     /// Issue the message was about.
@@ -214,6 +220,102 @@ pub struct DeadLetter {
     pub error: String,
     /// When it was dead-lettered, Unix ms.
     pub dead_at_ms: i64,
+}
+
+/// Which dead letters to list or replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Only this channel's.
+    pub channel: Option<String>,
+    /// Only those dead-lettered at or after this time, Unix ms.
+    pub since_ms: Option<i64>,
+    /// Paging: only those with a smaller id (the list is newest first).
+    pub before_id: Option<i64>,
+}
+
+/// Where one delivery went in one channel, and what became of it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRoute {
+    /// Channel name.
+    pub channel: String,
+    /// The route that sent it there (`None` for the default channel, or an issue notice
+    /// that followed the issue's channels).
+    pub route: Option<String>,
+    /// What became of it.
+    pub fate: Fate,
+}
+
+/// What became of one delivery in one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Its message waits in the outbox.
+    Pending,
+    /// Slack accepted its message.
+    Posted {
+        /// When, Unix ms.
+        at_ms: i64,
+        /// Slack's ts of the message (Web API channels).
+        slack_ts: Option<String>,
+    },
+    /// It arrived within the issue's cooldown in the channel: counted, and carried by the
+    /// follow-up at the cooldown's end.
+    Folded,
+    /// Its message was folded into a roll-up summary during a backlog.
+    RolledUp,
+    /// A mute of the issue in the channel held it back.
+    Muted,
+    /// Slack refused its message for good.
+    Dead {
+        /// Slack's error.
+        error: String,
+    },
+}
+
+/// One delivery as the status page shows it: what arrived, and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTrail {
+    /// The paging cursor of this delivery.
+    pub cursor: DeliveryCursor,
+    /// `Sentry-Hook-Resource` (or `legacy`).
+    pub resource: String,
+    /// Sentry's `Request-ID` header.
+    pub request_id: Option<String>,
+    /// `stored`, `ignored` (verified, not routed), or `duplicate` (an event seen before in
+    /// another delivery: not counted or posted again).
+    pub outcome: String,
+    /// Sentry's event id, for an event.
+    pub event_id: Option<String>,
+    /// The issue, for an alert.
+    pub issue_key: Option<String>,
+    /// The project (service) slug.
+    pub project: Option<String>,
+    /// The environment.
+    pub environment: Option<String>,
+    /// The issue's title, when the store knows the issue.
+    pub title: Option<String>,
+    /// Its channels, in channel order; empty when it was routed nowhere.
+    pub routes: Vec<DeliveryRoute>,
+}
+
+/// Where a page of deliveries starts: newest first, ties broken by the body's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryCursor {
+    /// When it was received, Unix ms.
+    pub received_at_ms: i64,
+    /// SHA-256 of its body.
+    pub body_sha256: [u8; 32],
+}
+
+/// A channel's state now, for the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelNow {
+    /// The accounting terms and message counts.
+    pub totals: ChannelTotals,
+    /// The channel waits (Slack's Retry-After, or backoff) until this time, Unix ms, when it
+    /// is later than now.
+    pub held_until_ms: Option<i64>,
+    /// Messages Slack accepted since the given time (the start of the UTC day).
+    pub posted_since: u64,
 }
 
 /// Per-channel totals of what Sluice did, for accounting and metrics. The invariant:
@@ -514,8 +616,42 @@ pub trait Store: Send + Sync + 'static {
         why: &crate::slack::Refusal,
     ) -> Result<(), StoreError>;
 
-    /// Dead letters, newest first, at most `limit`.
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Dead letters matching `filter`, newest (largest id) first, at most `limit`.
+    async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Queues the dead letters matching `filter` (its `before_id` ignored) again as new
+    /// outbox rows due now, in the order they were first queued, and removes them from the
+    /// dead letters, in one transaction: their occurrences move from dead to pending. Returns
+    /// the new outbox rows' ids. A channel held by Slack's `Retry-After` (or backoff) keeps its
+    /// hold: its replayed rows wait for it like its other rows. On PostgreSQL the commit
+    /// announces the rows to the delivering replica.
+    async fn replay_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// The newest deliveries received before `before` (all, when `None`), newest first, at
+    /// most `limit`, each with where it was routed and what became of it there. Reads only
+    /// the page's rows, whatever the store's size.
+    async fn recent_deliveries(
+        &self,
+        before: Option<DeliveryCursor>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryTrail>, StoreError>;
+
+    /// `channel`'s state at `now_ms`: its totals, when its hold ends, and what Slack accepted
+    /// since `since_ms`.
+    async fn channel_now(
+        &self,
+        channel: &str,
+        now_ms: i64,
+        since_ms: i64,
+    ) -> Result<ChannelNow, StoreError>;
 
     /// What `channel` received per issue, environment and day, for days `from_day..=to_day`.
     async fn channel_days(

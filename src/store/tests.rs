@@ -201,7 +201,10 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
             occurrences_muted: 0,
         }
     );
-    let dead = store.dead_letters(10).await.unwrap();
+    let dead = store
+        .dead_letters(&DeadLetterFilter::default(), 10)
+        .await
+        .unwrap();
     assert_eq!(dead[0].error, "HTTP 404: <html>Not Found</html>");
     assert_eq!(dead[0].reason, "http_404");
     assert_eq!(dead[0].attempts, 2);
@@ -973,6 +976,13 @@ where
     spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(&*open().await).await;
     clicks_are_committed_once_and_carried_out_in_recorded_steps(&*open().await).await;
     posted_issue_messages_are_kept_and_a_state_change_rewrites_them(&*open().await).await;
+    status::a_delivery_s_trail_follows_its_messages(&*open().await).await;
+    status::muted_and_rolled_up_deliveries_say_so(&*open().await).await;
+    status::deliveries_page_newest_first_without_overlap(&*open().await).await;
+    status::channel_now_shows_the_hold_and_the_day_s_posts(&*open().await).await;
+    status::dead_letters_are_listed_by_filter(&*open().await).await;
+    status::replay_queues_dead_letters_again_with_the_accounting_kept(&*open().await).await;
+    status::pruned_deliveries_take_their_trail_along(&*open().await).await;
 }
 
 /// A mute is a row: it holds after a restart, and ends with its message then.
@@ -1201,3 +1211,4 @@ async fn unknown_backends_are_refused_without_leaking_passwords() {
 }
 
 mod durability;
+mod status;

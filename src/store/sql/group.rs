@@ -186,6 +186,8 @@ pub(super) struct RoutedAlert<'a> {
     pub(super) alert: &'a Alert,
     pub(super) target: &'a Target,
     pub(super) counted: bool,
+    /// An issue notice that followed the issue's channels (not placed by a route).
+    pub(super) followed: bool,
 }
 
 impl<'a> RoutedAlert<'a> {
@@ -213,13 +215,15 @@ pub(super) fn routed<'a>(
         .flat_map(|l| {
             let d = group[l.index];
             let alert = d.alert.as_ref().expect("live deliveries have an alert");
-            let targets = followed.get(&l.index).unwrap_or(&d.targets);
+            let follows = followed.get(&l.index);
+            let targets = follows.unwrap_or(&d.targets);
             targets.iter().map(move |target| RoutedAlert {
                 delivery: l.index,
                 received_at_ms: d.received_at_ms,
                 alert,
                 target,
                 counted: l.counted,
+                followed: follows.is_some(),
             })
         })
         .collect()
@@ -299,6 +303,8 @@ pub(super) struct MuteRow {
 
 /// A row for the outbox, in group order.
 pub(super) struct NewOutbox<'a> {
+    /// The delivery it was queued for (its body's hash).
+    pub(super) delivery: &'a [u8; 32],
     pub(super) channel: &'a str,
     pub(super) issue_key: &'a str,
     /// `alert`, or `followup` for a spike.
@@ -306,6 +312,17 @@ pub(super) struct NewOutbox<'a> {
     pub(super) payload: String,
     pub(super) occurrences: i64,
     pub(super) now: i64,
+}
+
+/// A row for `delivery_routes`: where one delivery went in one channel.
+pub(super) struct RouteRow<'a> {
+    pub(super) delivery: &'a [u8; 32],
+    pub(super) channel: &'a str,
+    /// `None` for the default channel, or a notice that followed its issue's channels.
+    pub(super) route: Option<&'a str>,
+    /// `queued`, `folded` or `muted`.
+    pub(super) decision: &'static str,
+    pub(super) received_at: i64,
 }
 
 /// Everything a group writes, each table's rows sorted by their key (so that concurrent groups
@@ -321,6 +338,10 @@ pub(super) struct GroupRows<'a> {
     pub(super) mutes: Vec<((String, String), MuteRow)>,
     /// In group order: row ids keep the order of arrival.
     pub(super) outbox: Vec<NewOutbox<'a>>,
+    /// (delivery, channel) → where it went.
+    pub(super) routes: Vec<RouteRow<'a>>,
+    /// The new deliveries of events seen before (`outcome` = `duplicate`), sorted.
+    pub(super) duplicates: Vec<&'a [u8; 32]>,
     /// channel → (occurrences routed, occurrences folded).
     pub(super) counters: Vec<(String, (i64, i64))>,
 }
@@ -359,6 +380,7 @@ impl<'a> GroupRows<'a> {
                 Action::Fold | Action::Hold => continue,
             };
             outbox.push(NewOutbox {
+                delivery: &group[r.delivery].body_sha256,
                 channel: &r.target.channel,
                 issue_key: &r.alert.issue_key,
                 kind,
@@ -377,6 +399,8 @@ impl<'a> GroupRows<'a> {
             cooldowns: cooldown_rows(plan.pairs, &payloads),
             mutes: mute_rows(plan.mutes),
             outbox,
+            routes: route_rows(group, routed, &plan.actions),
+            duplicates: duplicates(group, new_delivery, live),
             counters: plan
                 .counts
                 .into_iter()
@@ -384,6 +408,47 @@ impl<'a> GroupRows<'a> {
                 .collect(),
         })
     }
+}
+
+/// Where each routed alert went, one row per (delivery, channel), sorted by that key.
+fn route_rows<'a>(
+    group: &[&'a Delivery],
+    routed: &[RoutedAlert<'a>],
+    actions: &[Action],
+) -> Vec<RouteRow<'a>> {
+    let mut rows: BTreeMap<(&[u8; 32], &str), RouteRow<'a>> = BTreeMap::new();
+    for (r, action) in routed.iter().zip(actions) {
+        let delivery = &group[r.delivery].body_sha256;
+        let channel = r.target.channel.as_str();
+        rows.entry((delivery, channel)).or_insert(RouteRow {
+            delivery,
+            channel,
+            route: r.target.route.as_deref().filter(|_| !r.followed),
+            decision: match action {
+                Action::Queue { .. } | Action::Spike { .. } => "queued",
+                Action::Fold => "folded",
+                Action::Hold => "muted",
+            },
+            received_at: r.received_at_ms,
+        });
+    }
+    rows.into_values().collect()
+}
+
+/// The new deliveries with an alert that did not go on: repeats of an event seen before (in
+/// another delivery, or earlier in the group), sorted.
+fn duplicates<'a>(
+    group: &[&'a Delivery],
+    new_delivery: &[bool],
+    live: &[Live],
+) -> Vec<&'a [u8; 32]> {
+    let live: HashSet<usize> = live.iter().map(|l| l.index).collect();
+    let mut bodies: Vec<&[u8; 32]> = (0..group.len())
+        .filter(|&i| new_delivery[i] && group[i].alert.is_some() && !live.contains(&i))
+        .map(|i| &group[i].body_sha256)
+        .collect();
+    bodies.sort();
+    bodies
 }
 
 /// The follow-up of a spike that `r` brought about: the alert, and the occurrences it carries.

@@ -75,7 +75,8 @@ where
     }
 
     /// Inserts the group's deliveries (sorted by body, the order their row locks are taken
-    /// in); returns the bodies that were new.
+    /// in), with what their alert is about; returns the bodies that were new. A repeat of an
+    /// event is found out later: [`Self::write_trail`] marks it.
     async fn claim_deliveries(
         conn: &mut DB::Connection,
         group: &[&Delivery],
@@ -85,18 +86,20 @@ where
         let mut inserted = HashSet::new();
         for chunk in by_body.chunks(ROWS_PER_STATEMENT) {
             let mut q = values(
-                "INSERT INTO deliveries (body_sha256, resource, request_id, received_at, outcome) ",
+                "INSERT INTO deliveries (body_sha256, resource, request_id, received_at, outcome,
+                                         event_id, issue_key, project, environment) ",
                 chunk,
                 |mut b, d| {
+                    let a = d.alert.as_ref();
                     b.push_bind(d.body_sha256.to_vec())
                         .push_bind(d.resource.clone())
                         .push_bind(d.request_id.clone())
                         .push_bind(d.received_at_ms)
-                        .push_bind(if d.alert.is_some() {
-                            "stored"
-                        } else {
-                            "ignored"
-                        });
+                        .push_bind(if a.is_some() { "stored" } else { "ignored" })
+                        .push_bind(a.and_then(|a| a.event_id.clone()))
+                        .push_bind(a.map(|a| a.issue_key.clone()))
+                        .push_bind(a.map(|a| a.project().to_string()))
+                        .push_bind(a.and_then(|a| a.environment.clone()));
                 },
                 " ON CONFLICT DO NOTHING RETURNING body_sha256",
             );
@@ -327,6 +330,7 @@ where
             q.build().execute(&mut *conn).await?;
         }
         Self::write_cooldowns_and_outbox(conn, rows).await?;
+        Self::write_trail(conn, rows).await?;
         Self::write_counters(conn, rows).await?;
         if !rows.outbox.is_empty() {
             DB::announce_queued(&mut *conn).await?;
@@ -385,11 +389,12 @@ where
         }
         for chunk in rows.outbox.chunks(ROWS_PER_STATEMENT) {
             let mut q = values(
-                "INSERT INTO outbox (channel, issue_key, kind, payload, occurrences, created_at,
-                                     next_attempt_at) ",
+                "INSERT INTO outbox (delivery, channel, issue_key, kind, payload, occurrences,
+                                     created_at, next_attempt_at) ",
                 chunk,
                 |mut b, row| {
-                    b.push_bind(row.channel.to_string())
+                    b.push_bind(row.delivery.to_vec())
+                        .push_bind(row.channel.to_string())
                         .push_bind(row.issue_key.to_string())
                         .push_bind(row.kind)
                         .push_bind(row.payload.clone())
@@ -399,6 +404,41 @@ where
                 },
                 "",
             );
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The trail of the group's deliveries for the status page: where each went, and which
+    /// repeated an event seen before (an `UPDATE` only in a group that has such).
+    async fn write_trail(
+        conn: &mut DB::Connection,
+        rows: &GroupRows<'_>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.routes.chunks(ROWS_PER_STATEMENT) {
+            let mut q = values(
+                "INSERT INTO delivery_routes (body_sha256, channel, route, decision, received_at) ",
+                chunk,
+                |mut b, row| {
+                    b.push_bind(row.delivery.to_vec())
+                        .push_bind(row.channel.to_string())
+                        .push_bind(row.route.map(str::to_string))
+                        .push_bind(row.decision)
+                        .push_bind(row.received_at);
+                },
+                "",
+            );
+            q.build().execute(&mut *conn).await?;
+        }
+        for chunk in rows.duplicates.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "UPDATE deliveries SET outcome = 'duplicate' WHERE body_sha256 IN (",
+            );
+            let mut sep = q.separated(", ");
+            for body in chunk {
+                sep.push_bind(body.to_vec());
+            }
+            q.push(")");
             q.build().execute(&mut *conn).await?;
         }
         Ok(())

@@ -14,6 +14,8 @@
 //!   read.
 //! - `queries.rs`: reads for messages, digests and metrics (issue stats, channel days, totals),
 //!   and pruning.
+//! - `status.rs`: the status page (the newest deliveries with what became of them in each
+//!   channel, a channel's state now) and the dead letters, listed and replayed.
 //!
 //! **Group commit.** Deliveries are not committed one by one: a committer task takes every
 //! delivery waiting at that moment (up to [`MAX_GROUP`]) and applies them in one transaction
@@ -39,6 +41,7 @@ mod interact;
 mod mutes;
 mod outbox;
 mod queries;
+mod status;
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -46,8 +49,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{WriteConn, WriteHealth};
 use super::{
-    ChannelActivity, ChannelDay, ChannelTotals, DeadLetter, Delivery, IngestOutcome, IssueInfo,
-    OutboxItem, OutboxMessage, SlackThread, Store, StoreError,
+    ChannelActivity, ChannelDay, ChannelNow, ChannelTotals, DeadLetter, DeadLetterFilter, Delivery,
+    DeliveryCursor, DeliveryTrail, IngestOutcome, IssueInfo, OutboxItem, OutboxMessage,
+    SlackThread, Store, StoreError,
 };
 use crate::counts::IssueStats;
 use crate::storm::RollUp;
@@ -231,7 +235,8 @@ fn to_json(message: &OutboxMessage) -> Result<String, StoreError> {
 }
 
 /// Every method runs the inherent method of the same name (inherent methods are found before
-/// trait methods): ingest in `ingest.rs`, the outbox in `outbox.rs`, reads in `queries.rs`.
+/// trait methods): ingest in `ingest.rs`, the outbox in `outbox.rs`, reads in `queries.rs`,
+/// the status page and dead letters in `status.rs`.
 #[async_trait]
 impl<DB> Store for SqlStore<DB>
 where
@@ -243,6 +248,7 @@ where
     String: Value<DB>,
     Option<String>: Value<DB>,
     Vec<u8>: Value<DB>,
+    Option<Vec<u8>>: Value<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
@@ -379,8 +385,37 @@ where
         self.dead_letter(id, attempts, now_ms, why).await
     }
 
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead_letters(limit).await
+    async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters(filter, limit).await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.replay_dead_letters(filter, now_ms).await
+    }
+
+    async fn recent_deliveries(
+        &self,
+        before: Option<DeliveryCursor>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryTrail>, StoreError> {
+        self.recent_deliveries(before, limit).await
+    }
+
+    async fn channel_now(
+        &self,
+        channel: &str,
+        now_ms: i64,
+        since_ms: i64,
+    ) -> Result<ChannelNow, StoreError> {
+        self.channel_now(channel, now_ms, since_ms).await
     }
 
     async fn channel_days(

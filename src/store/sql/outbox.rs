@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{Backend, SqlStore, Value, to_json};
 use crate::store::writer::WriteConn;
-use crate::store::{DeadLetter, OutboxItem, OutboxMessage, SlackThread, StoreError};
+use crate::store::{OutboxItem, OutboxMessage, SlackThread, StoreError};
 use crate::storm::{self, FollowUp, RollUp};
 
 /// Most ended cooldowns released in one transaction (the `LIMIT` in `release_some_cooldowns`).
@@ -194,7 +194,8 @@ where
         }
         let message = OutboxMessage::RollUp(rollup.clone());
         // The roll-up takes the place (the id) of the oldest message it replaces, so that it
-        // goes out before anything queued after that one.
+        // goes out before anything queued after that one. It stands for no one delivery (its
+        // `delivery` is NULL): the deliveries of the rows it replaced were rolled up.
         sqlx::query(
             "INSERT INTO outbox (id, channel, issue_key, kind, payload, occurrences, created_at,
                                  next_attempt_at, attempts)
@@ -296,8 +297,9 @@ where
         let mut tx = w.begin().await?;
         sqlx::query(
             "INSERT INTO sent (id, channel, issue_key, kind, occurrences, attempts, created_at,
-                               sent_at, slack_ts)
-             SELECT id, channel, issue_key, kind, occurrences, attempts + 1, created_at, $1, $2
+                               sent_at, slack_ts, delivery)
+             SELECT id, channel, issue_key, kind, occurrences, attempts + 1, created_at, $1, $2,
+                    delivery
              FROM outbox WHERE id = $3",
         )
         .bind(now_ms)
@@ -391,9 +393,9 @@ where
         let mut tx = w.begin().await?;
         sqlx::query(
             "INSERT INTO dead_letters (id, channel, issue_key, kind, payload, occurrences,
-                                       attempts, error, reason, created_at, dead_at)
+                                       attempts, error, reason, created_at, dead_at, delivery)
              SELECT id, channel, issue_key, kind, payload, occurrences, $1, $2, $5,
-                    created_at, $3
+                    created_at, $3, delivery
              FROM outbox WHERE id = $4",
         )
         .bind(i64::from(attempts))
@@ -410,28 +412,6 @@ where
         tx.commit().await?;
         w.committed();
         Ok(())
-    }
-
-    pub(super) async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT channel, issue_key, occurrences, attempts, error, reason, dead_at
-             FROM dead_letters ORDER BY dead_at DESC, id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeadLetter {
-                channel: r.get("channel"),
-                issue_key: r.get("issue_key"),
-                occurrences: r.get::<i64, _>("occurrences").max(0) as u64,
-                attempts: r.get::<i64, _>("attempts").clamp(0, u32::MAX as i64) as u32,
-                error: r.get("error"),
-                reason: r.get("reason"),
-                dead_at_ms: r.get("dead_at"),
-            })
-            .collect())
     }
 
     pub(super) async fn queue_digest(

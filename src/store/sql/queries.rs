@@ -271,6 +271,9 @@ where
         // Messages older than the retention are no longer rewritten when their issue
         // changes; clicks carried out that long ago are history.
         for sql in [
+            // A delivery's routes go with it (found through the delivery's index).
+            "DELETE FROM delivery_routes WHERE body_sha256 IN
+                (SELECT body_sha256 FROM deliveries WHERE received_at < $1)",
             "DELETE FROM deliveries WHERE received_at < $1",
             "DELETE FROM issue_messages WHERE posted_at < $1",
             "DELETE FROM clicks WHERE state <> 'pending' AND received_at < $1",

@@ -438,7 +438,7 @@ pub async fn wait_dead_letters(
         Duration::from_secs(10),
         &format!("{n} dead letters"),
         || async {
-            let dead = store.dead_letters(100).await.unwrap();
+            let dead = store.dead_letters(&Default::default(), 100).await.unwrap();
             (dead.len() >= n).then_some(dead)
         },
     )
