@@ -307,6 +307,25 @@ where
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        // The channel's posted totals, in the same commit (the accounting reads these, not
+        // `sent`). `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join's.
+        sqlx::query(
+            "INSERT INTO channel_counters (channel, messages_posted, occurrences_posted,
+                                           last_sent_at, last_digest_at)
+             SELECT channel, 1, occurrences, $1, CASE WHEN kind = 'digest' THEN $1 END
+             FROM outbox WHERE id = $2
+             ON CONFLICT (channel) DO UPDATE SET
+                messages_posted = channel_counters.messages_posted + 1,
+                occurrences_posted = channel_counters.occurrences_posted
+                                     + excluded.occurrences_posted,
+                last_sent_at = CASE WHEN channel_counters.last_sent_at > excluded.last_sent_at
+                               THEN channel_counters.last_sent_at ELSE excluded.last_sent_at END,
+                last_digest_at = COALESCE(excluded.last_digest_at, channel_counters.last_digest_at)",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         if let (Some(ts), Some(channel_id)) = (slack_ts, slack_channel_id) {
             // Every full message about an issue, for in-place updates of its state.
             sqlx::query(

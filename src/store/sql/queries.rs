@@ -207,11 +207,14 @@ where
     pub(super) async fn channel_totals(&self, channel: &str) -> Result<ChannelTotals, StoreError> {
         let row = sqlx::query(
             "SELECT
-                (SELECT COUNT(*) FROM sent WHERE channel = $1) AS mp,
-                (SELECT CAST(COALESCE(SUM(occurrences), 0) AS BIGINT) FROM sent WHERE channel = $1) AS op,
+                (SELECT COALESCE(MAX(messages_posted), 0) FROM channel_counters
+                  WHERE channel = $1) AS mp,
+                (SELECT COALESCE(MAX(occurrences_posted), 0) FROM channel_counters
+                  WHERE channel = $1) AS op,
                 (SELECT COUNT(*) FROM outbox WHERE channel = $1) AS mw,
                 (SELECT CAST(COALESCE(SUM(occurrences), 0) AS BIGINT) FROM outbox WHERE channel = $1)
-                  + (SELECT CAST(COALESCE(SUM(folded), 0) AS BIGINT) FROM issue_channels WHERE channel = $1)
+                  + (SELECT CAST(COALESCE(SUM(folded), 0) AS BIGINT) FROM issue_channels
+                     WHERE channel = $1 AND folded > 0)
                   AS ow,
                 (SELECT COUNT(*) FROM dead_letters WHERE channel = $1) AS md,
                 (SELECT CAST(COALESCE(SUM(occurrences), 0) AS BIGINT) FROM dead_letters WHERE channel = $1) AS od,
@@ -222,8 +225,8 @@ where
                   WHERE channel = $1) AS folded,
                 (SELECT COALESCE(MAX(messages_rolled_up), 0) FROM channel_counters
                   WHERE channel = $1) AS rolled,
-                (SELECT MAX(sent_at) FROM sent WHERE channel = $1) AS last_sent,
-                (SELECT MAX(sent_at) FROM sent WHERE channel = $1 AND kind = 'digest')
+                (SELECT MAX(last_sent_at) FROM channel_counters WHERE channel = $1) AS last_sent,
+                (SELECT MAX(last_digest_at) FROM channel_counters WHERE channel = $1)
                   AS last_digest,
                 (SELECT MIN(created_at) FROM outbox WHERE channel = $1) AS oldest",
         )
