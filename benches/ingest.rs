@@ -728,7 +728,7 @@ async fn read_accounting(bases: &[String]) -> Result<Accounting, String> {
             term("sluice_occurrences_routed_total"),
             term("sluice_occurrences_posted_total"),
             term("sluice_occurrences_pending"),
-            term("sluice_occurrences_dead_total"),
+            term("sluice_occurrences_dead"),
         );
         if routed != posted + pending + dead {
             a.broken.push(channel.to_string());
@@ -1016,7 +1016,7 @@ fn print_storm(storm: &Result<Storm, String>) {
         term("sluice_occurrences_routed_total"),
         term("sluice_occurrences_posted_total"),
         term("sluice_occurrences_pending"),
-        term("sluice_occurrences_dead_total"),
+        term("sluice_occurrences_dead"),
     );
     println!(
         "storm: {} events of {} issues into one channel (rate 1/s, burst 3, max_backlog 20, cooldown 30m), {} ingest errors",

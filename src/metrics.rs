@@ -13,7 +13,7 @@
 //! memory, so it is exact across restarts (and, with a shared database, across replicas). Per
 //! channel, at every moment:
 //! `sluice_occurrences_routed_total = sluice_occurrences_posted_total
-//!  + sluice_occurrences_pending + sluice_occurrences_dead_total + sluice_occurrences_muted`.
+//!  + sluice_occurrences_pending + sluice_occurrences_dead + sluice_occurrences_muted`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -53,9 +53,9 @@ const CHANNEL_SERIES: &[Series] = &[
         value: |t| t.occurrences_pending,
     },
     Series {
-        name: "sluice_occurrences_dead_total",
-        kind: "counter",
-        help: "Occurrences carried by dead-lettered messages.",
+        name: "sluice_occurrences_dead",
+        kind: "gauge",
+        help: "Occurrences carried by dead letters (a replay queues them again: back to pending).",
         value: |t| t.occurrences_dead,
     },
     Series {
@@ -494,12 +494,12 @@ async fn store_series(state: &AppState) -> Result<String, StoreError> {
     let dead = state.store.dead_letter_counts().await?;
     let _ = writeln!(
         out,
-        "# HELP sluice_dead_letters_total Messages Slack refused for good (or given up on after slack.max_retry_age), by channel and error.\n# TYPE sluice_dead_letters_total counter"
+        "# HELP sluice_dead_letters Dead letters: messages Slack refused for good (or given up on after slack.max_retry_age) and not replayed, by channel and error.\n# TYPE sluice_dead_letters gauge"
     );
     for (channel, error, n) in &dead {
         let _ = writeln!(
             out,
-            "sluice_dead_letters_total{{channel=\"{}\",error=\"{}\"}} {n}",
+            "sluice_dead_letters{{channel=\"{}\",error=\"{}\"}} {n}",
             label(channel),
             label(error)
         );

@@ -89,7 +89,7 @@ pub struct Refusal {
     /// A short token: Slack's own error (`channel_not_found`, `invalid_token`), `http_<status>`
     /// when Slack answered none, or Sluice's (`max_retry_age`, `channel_not_configured`).
     /// Stored with the dead letter and used as the `error` label of
-    /// `sluice_dead_letters_total`, so the label set stays small whatever a server answers.
+    /// `sluice_dead_letters`, so the label set stays small whatever a server answers.
     pub code: String,
     /// What was said: the token, or `HTTP 404: <body>`, or Sluice's sentence.
     pub detail: String,

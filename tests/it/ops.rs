@@ -360,7 +360,7 @@ async fn metrics_carry_every_series() {
         "sluice_occurrences_routed_total{channel=\"frontend-prod\"} 1",
         "sluice_occurrences_posted_total{channel=\"frontend-prod\"} 1",
         "sluice_occurrences_pending{channel=\"frontend-prod\"} 0",
-        "sluice_occurrences_dead_total{channel=\"frontend-prod\"} 0",
+        "sluice_occurrences_dead{channel=\"frontend-prod\"} 0",
         "sluice_occurrences_muted{channel=\"frontend-prod\"} 0",
         "sluice_occurrences_folded_total{channel=\"frontend-prod\"} 0",
         "sluice_messages_rolled_up_total{channel=\"frontend-prod\"} 0",

@@ -162,7 +162,7 @@ async fn accounting(server: &TestServer, channel: &str) -> [u64; 5] {
         "sluice_occurrences_routed_total",
         "sluice_occurrences_posted_total",
         "sluice_occurrences_pending",
-        "sluice_occurrences_dead_total",
+        "sluice_occurrences_dead",
         "sluice_occurrences_muted",
     ];
     for (term, name) in terms.iter_mut().zip(names) {
@@ -473,7 +473,7 @@ async fn a_storm_with_429s_and_a_kill_9_keeps_every_occurrence_accounted_for() {
         EVENTS.to_string()
     );
     assert_eq!(series["sluice_occurrences_pending"], "0");
-    assert_eq!(series["sluice_occurrences_dead_total"], "0");
+    assert_eq!(series["sluice_occurrences_dead"], "0");
     assert_eq!(series["sluice_occurrences_muted"], "0");
     last.kill9();
 }
