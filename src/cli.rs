@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `route`, `digest`, `sign`, and `mute`, `unmute`,
-//! `mutes` (in `cli/mutes.rs`). `main.rs` only calls [`main`].
+//! The command line: `serve`, `check`, `route`, `digest`, `sign`, `mute`, `unmute`,
+//! `mutes` (in `cli/mutes.rs`) and `dead-letters` (in `cli/dead_letters.rs`). `main.rs` only
+//! calls [`main`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,9 @@ use crate::routing::Router;
 use crate::sentry::{self, Parsed};
 use crate::slack::render_alert;
 
+mod dead_letters;
 mod mutes;
+mod shared;
 
 /// Sluice routes Sentry webhooks to Slack channels, with counts and storm control.
 #[derive(Debug, Parser)]
@@ -76,6 +79,9 @@ enum Command {
     Unmute(mutes::UnmuteArgs),
     /// List the active mutes.
     Mutes(ConfigArg),
+    /// List the messages Slack refused for good, newest first; with `--replay`, queue them
+    /// again for the running service to send.
+    DeadLetters(dead_letters::DeadLettersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Mute(args) => finish(mutes::mute(&args)),
         Command::Unmute(args) => finish(mutes::unmute(&args)),
         Command::Mutes(args) => finish(mutes::list(&args.config)),
+        Command::DeadLetters(args) => finish(dead_letters::run(&args)),
         Command::Sign {
             secret,
             slack,

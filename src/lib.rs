@@ -50,7 +50,8 @@
 //! - [`state`]: what handlers and workers share (store, live config, wake-up signal, clock).
 //! - [`clock`]: the one clock of wall time and timers, which tests run on Tokio's paused time.
 //! - [`reload`]: hot reload of routes.toml on SIGHUP or file change (parse, validate, swap).
-//! - [`cli`]: the `sluice` command line (`cli/mutes.rs`: `mute`, `unmute`, `mutes`);
+//! - [`cli`]: the `sluice` command line (`cli/mutes.rs`: `mute`, `unmute`, `mutes`;
+//!   `cli/dead_letters.rs`: `dead-letters`; `cli/shared.rs`: what those share);
 //!   `main.rs` only calls it.
 
 pub mod alert;

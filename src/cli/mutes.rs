@@ -3,15 +3,15 @@
 //! backend: a mute is a row, so the service (every replica) sees it at once, and the message
 //! that ends a mute is queued for the service's delivery worker.
 
-use std::fmt::Write;
 use std::path::Path;
 
 use clap::Args;
 
 use super::ConfigArg;
+use super::shared::{columns, config_with, with_store};
 use crate::clock::Clock;
 use crate::config::{Config, format_duration, parse_duration};
-use crate::store::{Mute, Store};
+use crate::store::Mute;
 
 /// `sluice mute`.
 #[derive(Debug, Args)]
@@ -55,34 +55,6 @@ fn utc(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|_| format!("{ms} ms"))
-}
-
-/// The configuration at `path`, checked to have `channel`.
-fn config_with(path: &Path, channel: &str) -> Result<Config, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    if !config.channels.contains_key(channel) {
-        let known: Vec<&str> = config.channels.keys().map(String::as_str).collect();
-        return Err(format!(
-            "no channel `{channel}` in {}; the configured channels are: {}",
-            path.display(),
-            known.join(", ")
-        ));
-    }
-    Ok(config)
-}
-
-/// Runs `work` against the configured store, on a runtime of its own.
-fn with_store<T>(
-    config: &Config,
-    work: impl AsyncFnOnce(&dyn Store) -> Result<T, String>,
-) -> Result<T, String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let store = crate::store::open(config.storage.url.expose())
-            .await
-            .map_err(|e| e.to_string())?;
-        work(&*store).await
-    })
 }
 
 /// `sluice mute`: mutes the issue in the channel from now for `--for`.
@@ -166,22 +138,7 @@ fn table(mutes: &[Mute]) -> String {
         })
         .collect();
     let head = ["ISSUE", "CHANNEL", "UNTIL", "BY", "HELD", "TITLE"].map(String::from);
-    let mut widths = [0; 6];
-    for row in std::iter::once(&head).chain(&rows) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&head).chain(&rows) {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths) {
-            let _ = write!(line, "{cell:<w$}  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    columns(&head, &rows)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod counting;
+mod dead_letters;
 mod delivery;
 mod deploy;
 mod digest;
