@@ -73,6 +73,7 @@ pub mod sentry;
 pub mod server;
 pub mod slack;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod storm;
 #[doc(hidden)]

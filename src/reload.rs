@@ -75,7 +75,9 @@ pub fn reload(state: &AppState, path: &Path, why: &str) -> bool {
             }
             let routes = config.routes.len();
             let channels = config.channels.len();
-            state.live.store(Arc::new(Live::new(config)));
+            state
+                .live
+                .store(Arc::new(Live::new(config, state.clock.now_ms())));
             state.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!(why, routes, channels, "config: reloaded");
             true

@@ -11,6 +11,7 @@
 
 mod conn;
 mod interactions;
+mod status_page;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -179,8 +180,10 @@ pub fn app(state: AppState) -> Router {
         .layer(Extension(BodyLimit(server.max_body_bytes)))
         .layer(RequestBodyTimeoutLayer::new(server.body_timeout))
         .layer(axum::middleware::from_fn_with_state(guard, webhook_guard));
+    let status_page = status_page::routes(&state).unwrap_or_default();
     Router::new()
         .merge(webhooks)
+        .merge(status_page)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -19,13 +19,19 @@ pub struct Live {
     pub config: Config,
     /// Routes compiled from it.
     pub router: Router,
+    /// When it was loaded (at start, or by the reload that put it in force), Unix ms.
+    pub loaded_at_ms: i64,
 }
 
 impl Live {
-    /// Compiles the router for `config`.
-    pub fn new(config: Config) -> Self {
+    /// Compiles the router for `config`, loaded at `loaded_at_ms`.
+    pub fn new(config: Config, loaded_at_ms: i64) -> Self {
         let router = Router::new(&config);
-        Self { config, router }
+        Self {
+            config,
+            router,
+            loaded_at_ms,
+        }
     }
 }
 
@@ -60,7 +66,7 @@ impl AppState {
         Self {
             clock,
             store,
-            live: Arc::new(ArcSwap::from_pointee(Live::new(config))),
+            live: Arc::new(ArcSwap::from_pointee(Live::new(config, clock.now_ms()))),
             wake: Arc::new(Notify::new()),
             clicks: Arc::new(Notify::new()),
             counters: Arc::default(),

@@ -152,6 +152,12 @@ pub struct ServerConfig {
     /// `max_concurrent_requests`: webhooks handled at once; more wait for a turn, within
     /// `request_timeout`. Each one holds its body in memory. Default 64.
     pub max_concurrent_requests: usize,
+    /// `status_page`: serve the read-only status page on `GET /` and `/ui/…` (on `listen`,
+    /// so bind `listen` to an internal interface, or set `status_token`). Default `true`.
+    pub status_page: bool,
+    /// `status_token`: when set, the status page asks for it: an `Authorization: Bearer`
+    /// header, or `?token=` once, which sets a session cookie. Unset or empty: no token.
+    pub status_token: Option<Secret>,
 }
 
 /// `[sentry]`: how webhooks are verified, and numeric project ids.

@@ -141,6 +141,8 @@ pub(super) struct RawServer {
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<usize>>,
     pub(super) max_concurrent_requests: Option<Spanned<usize>>,
+    pub(super) status_page: Option<Spanned<bool>>,
+    pub(super) status_token: Option<Spanned<String>>,
 }
 
 /// `[sentry]`, as written ([`SentryConfig`](super::SentryConfig) documents each key).

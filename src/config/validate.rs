@@ -327,6 +327,8 @@ impl Check<'_> {
                 raw.max_concurrent_requests,
                 DEFAULT_MAX_CONCURRENT_REQUESTS,
             ),
+            status_page: raw.status_page.is_none_or(Spanned::into_inner),
+            status_token: Self::secret(raw.status_token),
         }
     }
 

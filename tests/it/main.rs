@@ -13,5 +13,6 @@ mod ingest;
 mod interactivity;
 mod ops;
 mod replicas;
+mod status_page;
 mod storm;
 mod util;
