@@ -8,8 +8,11 @@
 //!
 //! - [`server`]: HTTP wiring (axum): the webhook endpoints, `/healthz`, `/readyz`,
 //!   `/metrics`, `run()`; `server::interactions` takes Slack's clicks
-//!   (`POST /slack/interactions`: verify, parse, commit); `server::conn` serves connections
+//!   (`POST /slack/interactions`: verify, parse, commit); `server::status_page` serves the
+//!   status page (`GET /`, `/ui/…`) behind its token; `server::conn` serves connections
 //!   with the header, idle and connection-count limits.
+//! - [`status`]: the status page's content, read from the live config and a few bounded store
+//!   reads, and its HTML (`status::html`, maud).
 //! - [`sentry`]: signature and timestamp checks, parsing every payload shape into an
 //!   [`alert::Alert`], and `sentry::api`, the client of Sentry's web API (resolve, archive,
 //!   assign, comment).
@@ -25,7 +28,7 @@
 //!   posted messages, clicks and mutes. `store/sql/` is the one SQL implementation (`mod.rs`
 //!   the committer and trait impl, `ingest.rs` and `group.rs` group commit, `outbox.rs` the
 //!   outbox's life, `mutes.rs` mutes, `interact.rs` clicks and posted messages, `queries.rs`
-//!   reads and pruning);
+//!   reads and pruning, `status.rs` the status page's reads and dead-letter replay);
 //!   `store::writer` keeps a failed write transaction from leaving its connection in doubt.
 //!   It executes the plans of [`storm`].
 //! - [`leader`]: which replica delivers when several share PostgreSQL (an advisory lock).
