@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use scraper::{Html, Selector};
+use sluice::testing::ScratchPostgres;
 
 use crate::util::fake_slack::FakeSlack;
 use crate::util::*;
@@ -312,10 +313,25 @@ async fn the_token_is_asked_for_and_the_page_can_be_turned_off() {
 }
 
 #[tokio::test]
-async fn deliveries_are_paged_without_overlap() {
+async fn deliveries_are_paged_without_overlap_on_sqlite() {
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
-    let server = TestServer::start(scratch.config(&slack, "")).await;
+    pages_without_overlap(TestServer::start(scratch.config(&slack, "")).await).await;
+}
+
+#[tokio::test]
+async fn deliveries_are_paged_without_overlap_on_postgres() {
+    let slack = FakeSlack::start().await;
+    let scratch = Scratch::new();
+    let db = ScratchPostgres::new().await;
+    let path = scratch.write_config(&config_text_postgres(&slack, db.url(), ""));
+    let config = sluice::config::Config::load(&path).unwrap();
+    pages_without_overlap(TestServer::start(config).await).await;
+}
+
+/// `PAGE_ROWS + 5` deliveries: the first page shows the newest `PAGE_ROWS` and links to the
+/// second, which shows the other 5; a malformed cursor is refused.
+async fn pages_without_overlap(server: TestServer) {
     let total = sluice::status::PAGE_ROWS as usize + 5;
     for n in 0..total {
         server
