@@ -577,8 +577,14 @@ async fn commit(
     let outcome = store_delivery(state, body_sha256, resource, request_id, alert, targets).await?;
     match outcome {
         IngestOutcome::DuplicateDelivery => Ok(duplicate(resource)),
-        IngestOutcome::Stored { counted, queued } => {
-            if queued > 0 {
+        IngestOutcome::Stored {
+            counted,
+            queued,
+            follow_up_due,
+        } => {
+            // New rows, or a cooldown that now ends with a follow-up: the worker's next wake
+            // may be sooner than it planned.
+            if queued > 0 || follow_up_due {
                 state.wake.notify_one();
             }
             tracing::info!(

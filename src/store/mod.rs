@@ -77,6 +77,10 @@ pub enum IngestOutcome {
         counted: bool,
         /// Outbox rows queued for Slack.
         queued: usize,
+        /// It was the first occurrence folded into its issue's cooldown in a channel since the
+        /// last message there: a follow-up is now due at the cooldown's end, which the delivery
+        /// worker must be told of (it is, like of queued rows).
+        follow_up_due: bool,
     },
 }
 

@@ -72,7 +72,8 @@ async fn dedupes_deliveries_and_events(store: &dyn Store) {
         store.ingest(d.clone()).await.unwrap(),
         IngestOutcome::Stored {
             counted: true,
-            queued: 2
+            queued: 2,
+            follow_up_due: false
         }
     );
     assert!(store.is_known_delivery(&d.body_sha256).await.unwrap());
@@ -92,7 +93,8 @@ async fn dedupes_deliveries_and_events(store: &dyn Store) {
         store.ingest(again).await.unwrap(),
         IngestOutcome::Stored {
             counted: false,
-            queued: 0
+            queued: 0,
+            follow_up_due: false
         }
     );
     let stats = store.issue_stats("1", T0).await.unwrap();
@@ -126,7 +128,8 @@ async fn notices_update_the_issue_but_are_not_counted(store: &dyn Store) {
         store.ingest(d).await.unwrap(),
         IngestOutcome::Stored {
             counted: false,
-            queued: 1
+            queued: 1,
+            follow_up_due: false
         }
     );
     let stats = store.issue_stats("3", T0).await.unwrap();
@@ -247,7 +250,8 @@ async fn prune_drops_what_is_past_retention(store: &dyn Store) {
         store.ingest(old).await.unwrap(),
         IngestOutcome::Stored {
             counted: true,
-            queued: 0
+            queued: 0,
+            follow_up_due: false
         }
     );
 }
@@ -267,7 +271,8 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
             outcome,
             IngestOutcome::Stored {
                 counted: true,
-                queued: expected_queued
+                queued: expected_queued,
+                follow_up_due: i == 1
             }
         );
     }
@@ -315,7 +320,8 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
         store.ingest(d).await.unwrap(),
         IngestOutcome::Stored {
             counted: true,
-            queued: 0
+            queued: 0,
+            follow_up_due: true
         }
     );
     let totals = store.channel_totals("chan").await.unwrap();
@@ -642,6 +648,7 @@ async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Sto
     let held = IngestOutcome::Stored {
         counted: true,
         queued: 0,
+        follow_up_due: false,
     };
     assert_eq!(outcomes, [held; 5], "counted, not posted");
     let totals = accounted(store).await;
@@ -671,7 +678,12 @@ async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Sto
     );
     // The message at the end of the mute starts a cooldown: the next occurrence folds.
     let after = occurrences(store, "m1", end + 1000, 1, |_| {}).await;
-    assert_eq!(after, [held]);
+    let first_fold = IngestOutcome::Stored {
+        counted: true,
+        queued: 0,
+        follow_up_due: true,
+    };
+    assert_eq!(after, [first_fold], "its follow-up is now due");
     assert_eq!(accounted(store).await.occurrences_folded, 1);
 }
 

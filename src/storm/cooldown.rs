@@ -181,6 +181,10 @@ pub struct IngestPlan {
     pub mutes: BTreeMap<(String, String), MuteState>,
     /// Per channel, in sorted order: the occurrences routed, folded and held.
     pub counts: BTreeMap<String, ChannelCounts>,
+    /// The folds (by action index) that made their pair's follow-up due: the first fold since
+    /// the pair's last message. The delivery worker must hear of them, or it would wait for
+    /// its idle poll instead of the cooldown's end.
+    pub follow_ups_due: Vec<usize>,
 }
 
 /// Decides, in order, what becomes of each routed alert of a group, exactly as if each had
@@ -239,6 +243,7 @@ impl Planner {
             .or_default()
             .routed += 1;
         let muted = self.mutes.get(&key).is_some_and(|m| m.holds_at(r.at_ms));
+        let folded_before = self.pairs.get(&key).map_or(0, |p| p.folded);
         let action = if muted {
             self.hold(&key, r)
         } else {
@@ -256,6 +261,9 @@ impl Planner {
                 }
             }
         };
+        if action == Action::Fold && folded_before == 0 {
+            self.plan.follow_ups_due.push(i);
+        }
         self.plan.actions.push(action);
         if let Action::Spike { .. } = action {
             self.coalesce(&key, i);
@@ -477,6 +485,8 @@ mod tests {
                 held: 0
             }
         );
+        // Only the first fold since a message makes the pair's follow-up due.
+        assert_eq!(plan.follow_ups_due, [1]);
         let a = plan.pairs[&("a".to_string(), "c".to_string())];
         assert_eq!(a.latest, 5);
         assert_eq!(a.state, PairState::started(60_000, 60));
@@ -498,6 +508,7 @@ mod tests {
             HashMap::new(),
         );
         assert_eq!(plan.actions, [Action::Fold]);
+        assert!(plan.follow_ups_due.is_empty(), "it was due already");
         let state = plan.pairs[&key].state;
         assert_eq!((state.folded, state.folded_since_ms), (3, Some(5_000)));
         assert!(!follow_up_due(&state, 59_999));

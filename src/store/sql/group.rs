@@ -392,6 +392,11 @@ impl<'a> GroupRows<'a> {
                 *queued += 1;
             }
         }
+        for &i in &plan.follow_ups_due {
+            if let IngestOutcome::Stored { follow_up_due, .. } = &mut outcomes[routed[i].delivery] {
+                *follow_up_due = true;
+            }
+        }
         Ok(GroupRows {
             outcomes,
             day_counts: day_counts(group, live),
@@ -474,6 +479,7 @@ fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcome> {
                 IngestOutcome::Stored {
                     counted: false,
                     queued: 0,
+                    follow_up_due: false,
                 }
             } else {
                 IngestOutcome::DuplicateDelivery
@@ -484,6 +490,7 @@ fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcome> {
         outcomes[l.index] = IngestOutcome::Stored {
             counted: l.counted,
             queued: 0,
+            follow_up_due: false,
         };
     }
     outcomes

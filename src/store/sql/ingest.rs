@@ -332,7 +332,17 @@ where
         Self::write_cooldowns_and_outbox(conn, rows).await?;
         Self::write_trail(conn, rows).await?;
         Self::write_counters(conn, rows).await?;
-        if !rows.outbox.is_empty() {
+        // The leader's delivery worker hears of new rows, and of follow-ups newly due.
+        let due = rows.outcomes.iter().any(|o| {
+            matches!(
+                o,
+                IngestOutcome::Stored {
+                    follow_up_due: true,
+                    ..
+                }
+            )
+        });
+        if !rows.outbox.is_empty() || due {
             DB::announce_queued(&mut *conn).await?;
         }
         Ok(())
