@@ -18,3 +18,7 @@ UPDATE channel_counters SET
     last_sent_at = (SELECT MAX(sent_at) FROM sent WHERE sent.channel = channel_counters.channel),
     last_digest_at = (SELECT MAX(sent_at) FROM sent
                       WHERE sent.channel = channel_counters.channel AND kind = 'digest');
+
+-- `sent` is pruned past the retention like the deliveries it records (the totals above keep
+-- what it held); by this index.
+CREATE INDEX sent_sent_at ON sent (sent_at);

@@ -256,6 +256,46 @@ async fn prune_drops_what_is_past_retention(store: &dyn Store) {
     );
 }
 
+/// The log of what Slack accepted is pruned past the retention, and the channel's totals,
+/// which are counters, keep what it held: the accounting stays exact.
+async fn pruning_the_sent_log_keeps_the_accounting(store: &dyn Store) {
+    let old_at = T0 - 100 * DAY_MS;
+    for (body, issue, at) in [("s-old", "91", old_at), ("s-new", "92", T0)] {
+        let d = delivery(body, at, Some(alert(issue, Some(body))), &["chan"]);
+        store.ingest(d).await.unwrap();
+        let due = store.due_outbox(at, 10).await.unwrap();
+        store
+            .mark_posted(due[0].id, at + 10, None, None)
+            .await
+            .unwrap();
+    }
+    let span = |t: i64| store.channel_activity("chan", t - DAY_MS, t + DAY_MS);
+    assert_eq!(span(old_at).await.unwrap().messages_posted, 1);
+    let before = store.channel_totals("chan").await.unwrap();
+    store.prune(T0, 90).await.unwrap();
+    assert_eq!(
+        span(old_at).await.unwrap().messages_posted,
+        0,
+        "the old log is pruned"
+    );
+    assert_eq!(
+        span(T0).await.unwrap().messages_posted,
+        1,
+        "the new is kept"
+    );
+    let after = store.channel_totals("chan").await.unwrap();
+    assert_eq!(after, before, "the totals keep what the log held");
+    assert_eq!(
+        (
+            after.occurrences_routed,
+            after.messages_posted,
+            after.occurrences_posted
+        ),
+        (2, 2, 2)
+    );
+    assert_eq!(after.last_sent_ms, Some(T0 + 10));
+}
+
 async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
     // cooldown 1800 s: the first occurrence posts, the next three fold.
     for i in 0..4 {
@@ -976,6 +1016,7 @@ where
     outbox_lifecycle_keeps_the_accounting(&*open().await).await;
     per_channel_batches_do_not_starve_other_channels(&*open().await).await;
     prune_drops_what_is_past_retention(&*open().await).await;
+    pruning_the_sent_log_keeps_the_accounting(&*open().await).await;
     cooldown_folds_repeats_and_releases_one_follow_up(&*open().await).await;
     a_rollup_replaces_the_backlog_atomically(&*open().await).await;
     concurrent_deliveries_share_commits_and_each_gets_its_answer(open().await).await;

@@ -278,6 +278,8 @@ where
             "DELETE FROM delivery_routes WHERE body_sha256 IN
                 (SELECT body_sha256 FROM deliveries WHERE received_at < $1)",
             "DELETE FROM deliveries WHERE received_at < $1",
+            // What Slack accepted: its totals live on in channel_counters.
+            "DELETE FROM sent WHERE sent_at < $1",
             "DELETE FROM issue_messages WHERE posted_at < $1",
             "DELETE FROM clicks WHERE state <> 'pending' AND received_at < $1",
         ] {
