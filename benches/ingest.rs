@@ -48,6 +48,11 @@
 //! received), then the idle latency is measured: one delivery at a time, from sending the
 //! webhook to the sink receiving the Slack request (round-robin over the replicas, too).
 //!
+//! - `sluice (sqlite, pre-filled)`: the SQLite row again, on a store pre-filled with
+//!   `BENCH_PREFILL` (default 1,000,000) deliveries over the last 90 days, as a store with a
+//!   full retention holds (`benches/support/prefill.rs`); its ratio to the empty store's row is
+//!   printed.
+//!
 //! Knobs (environment): `BENCH_REQUESTS` (default 10000), `BENCH_CONNECTIONS` (default 64),
 //! `SLUICE_BIN` (the `sluice` binary; default: the one `cargo bench` builds along with the
 //! benchmark, `CARGO_BIN_EXE_sluice`), `ALERTMANAGER_BIN` (default `/usr/bin/prometheus-alertmanager`),
@@ -75,6 +80,9 @@ use tokio::net::TcpListener;
 #[allow(dead_code)]
 #[path = "../tests/it/util/mod.rs"]
 mod util;
+
+#[path = "support/prefill.rs"]
+mod prefill;
 
 use util::process::free_port;
 use util::{FakeSlack, Process, Reply, SECRET};
@@ -395,6 +403,7 @@ impl Bench {
 
 /// The PostgreSQL rows' names.
 const PG_1: &str = "sluice (postgres, 1 replica)";
+const PREFILLED: &str = "sluice (sqlite, pre-filled)";
 const PG_3: &str = "sluice (postgres, 3 replicas, round-robin)";
 
 fn is_202(s: StatusCode) -> bool {
@@ -514,6 +523,35 @@ async fn run_sluice(b: &Bench) -> (Row, Option<Followup>) {
     }
     .await;
     split_followup(name, result)
+}
+
+/// The `sluice (sqlite)` row again, on a store pre-filled with `prefilled` deliveries over the
+/// 90 days before now (a full retention; see `benches/support/prefill.rs`) to the channel the
+/// load goes to: does ingest slow as the store grows?
+async fn run_sluice_prefilled(b: &Bench, prefilled: usize) -> Row {
+    let result = async {
+        let dir = b.dir.path().join("prefilled");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let now = sluice::clock::Clock::system().now_ms();
+        prefill::prefill(&dir.join("sluice.db"), prefilled, now, "prod").await;
+        eprintln!(
+            "bench: {PREFILLED}: {prefilled} deliveries written in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let proc = start_sluice(b, &dir, "").await?;
+        let url = proc.url("/sentry/webhook");
+        let run = load(&url, sentry_deliveries(b.n, "p"), b.connections, is_202).await;
+        Ok(Measured {
+            run,
+            rss_mib: peak_rss_mib(&proc),
+        })
+    }
+    .await;
+    Row {
+        name: PREFILLED,
+        result,
+    }
 }
 
 /// A row and its follow-up from one result.
@@ -1098,6 +1136,20 @@ fn print_ratios(rows: &[Row]) {
         println!("no ratios: sluice did not run");
         return;
     };
+    match rps(PREFILLED) {
+        Some(full) => {
+            let ratio = full / sluice;
+            println!(
+                "{:<20} {ratio:>6.2}x   (target >= 0.9: {})",
+                "Pre-filled/empty",
+                if ratio >= 0.9 { "met" } else { "NOT met" }
+            );
+        }
+        None => println!(
+            "{:<20}    n/a   (the pre-filled row did not run)",
+            "Pre-filled/empty"
+        ),
+    }
     for (label, other, target) in [
         ("Sluice/ceiling", "ceiling", Some(0.6)),
         ("Sluice/Alertmanager", "alertmanager", Some(1.7)),
@@ -1254,8 +1306,11 @@ async fn bench_main() {
     // One target at a time, each stopped before the next starts.
     let mut rows = vec![run_ceiling(&b).await];
     let mut followups = Vec::new();
+    let (row, followup) = run_sluice(&b).await;
+    rows.push(row);
+    followups.extend(followup);
+    rows.push(run_sluice_prefilled(&b, env_usize("BENCH_PREFILL", 1_000_000)).await);
     for (row, followup) in [
-        run_sluice(&b).await,
         run_sluice_postgres(&b, PG_1, 1, "e").await,
         run_sluice_postgres(&b, PG_3, 3, "f").await,
     ] {
