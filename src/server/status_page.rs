@@ -37,6 +37,14 @@ pub fn routes(state: &AppState) -> Option<Router<AppState>> {
         return None;
     }
     let token = server.status_token.clone();
+    if token.is_none() && !is_loopback(&server.listen) {
+        tracing::warn!(
+            listen = %server.listen,
+            "status page: served on a non-loopback address without server.status_token; \
+             whoever reaches it reads issue titles and channel names (set a token, or \
+             server.status_page = false)"
+        );
+    }
     Some(
         Router::new()
             .route("/", get(overview))
@@ -47,6 +55,16 @@ pub fn routes(state: &AppState) -> Option<Router<AppState>> {
             .layer(axum::middleware::from_fn_with_state(token, guard))
             .layer(axum::middleware::from_fn(headers)),
     )
+}
+
+/// Whether `listen` (`host:port`) binds only loopback.
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What every answer of the page carries: not cached, no script, not framed, no referrer
@@ -218,6 +236,21 @@ async fn mutes(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_addresses_count_as_internal() {
+        for listen in ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"] {
+            assert!(is_loopback(listen), "{listen}");
+        }
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.0.0.5:8080",
+            "sluice.internal:80",
+        ] {
+            assert!(!is_loopback(listen), "{listen}");
+        }
+    }
 
     #[test]
     fn the_session_cookie_is_found_among_others_and_is_not_the_token() {
