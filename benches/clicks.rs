@@ -31,6 +31,11 @@ use reqwest::StatusCode;
 #[path = "../tests/it/util/mod.rs"]
 mod util;
 
+#[path = "support/numbers.rs"]
+mod numbers;
+
+use numbers::{env_usize, ms};
+
 use util::clicks::{SIGNING_SECRET, click_body, slack_headers, two_way};
 use util::fake_sentry::{FakeSentry, Fault};
 use util::fake_slack::{FakeSlack, Received};
@@ -97,8 +102,7 @@ struct Answers {
 
 impl Answers {
     fn quantile(&self, q: f64) -> Duration {
-        let i = ((self.times.len() as f64 - 1.0) * q).round() as usize;
-        self.times[i.min(self.times.len() - 1)]
+        numbers::quantile(&self.times, q)
     }
 }
 
@@ -230,17 +234,6 @@ async fn recovery(down_for: Duration) -> Result<Recovery, String> {
     })
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; arguments are ignored.
     tokio::runtime::Builder::new_multi_thread()
@@ -272,9 +265,9 @@ async fn bench_main() {
             "| {name} | {} | {} | {} | {} | {} | {} |",
             a.times.len() - a.errors,
             a.errors,
-            ms(a.quantile(0.5)),
-            ms(p99),
-            ms(*a.times.last().unwrap()),
+            ms(a.quantile(0.5), 1),
+            ms(p99, 1),
+            ms(*a.times.last().unwrap(), 1),
             if p99 < TARGET_P99 { "yes" } else { "NO" },
         );
     }

@@ -81,8 +81,12 @@ use tokio::net::TcpListener;
 #[path = "../tests/it/util/mod.rs"]
 mod util;
 
+#[path = "support/numbers.rs"]
+mod numbers;
 #[path = "support/prefill.rs"]
 mod prefill;
+
+use numbers::{env_usize, ms};
 
 use util::process::free_port;
 use util::{FakeSlack, Process, Reply, SECRET};
@@ -283,8 +287,7 @@ impl Run {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
     fn pct(&self, p: f64) -> Duration {
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i.min(self.latencies.len() - 1)]
+        numbers::quantile(&self.latencies, p)
     }
     fn max(&self) -> Duration {
         *self.latencies.last().unwrap()
@@ -1077,10 +1080,6 @@ fn print_storm(storm: &Result<Storm, String>) {
     );
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
 fn print_table(b: &Bench, rows: &[Row]) {
     println!();
     println!(
@@ -1101,9 +1100,9 @@ fn print_table(b: &Bench, rows: &[Row]) {
                 "{:<w$} {:>9.0} {:>8} {:>8} {:>8} {:>7} {:>8.1}",
                 row.name,
                 m.run.rps(),
-                ms(m.run.pct(0.5)),
-                ms(m.run.pct(0.99)),
-                ms(m.run.max()),
+                ms(m.run.pct(0.5), 2),
+                ms(m.run.pct(0.99), 2),
+                ms(m.run.max(), 2),
                 m.run.errors,
                 m.rss_mib
             ),
@@ -1267,19 +1266,12 @@ fn print_followup(b: &Bench, f: &Followup) {
     println!(
         "{t}: idle webhook -> Slack request latency over {} deliveries: p50 {} ms, max {} ms{errors}",
         l.len(),
-        ms(l[l.len() / 2]),
-        ms(*l.last().unwrap())
+        ms(l[l.len() / 2], 2),
+        ms(*l.last().unwrap(), 2)
     );
 }
 
 // ---------------------------------------------------------------------------------------------
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if std::env::var(ROLE_ENV).as_deref() == Ok("ceiling") {

@@ -21,21 +21,18 @@ use std::time::{Duration, Instant};
 #[path = "../tests/it/util/mod.rs"]
 mod util;
 
+#[path = "support/numbers.rs"]
+mod numbers;
 #[path = "support/prefill.rs"]
 mod prefill;
+
+use numbers::{env_usize, ms, quantile};
 
 use util::fake_slack::FakeSlack;
 use util::{Process, Scratch, config_text, event_alert, event_id};
 
 /// The pages measured, by address.
 const PAGES: [&str; 4] = ["/", "/ui/channels", "/ui/deliveries", "/ui/dead-letters"];
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Answer times of `GET path`, `gets` times in a row, sorted; panics on anything but 200.
 async fn measure(
@@ -56,15 +53,6 @@ async fn measure(
     }
     times.sort();
     times
-}
-
-fn quantile(times: &[Duration], q: f64) -> Duration {
-    let i = ((times.len() as f64 - 1.0) * q).round() as usize;
-    times[i.min(times.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 /// Serves the store of `scratch` and measures every page.
@@ -151,10 +139,10 @@ async fn bench_main() {
         let (s50, b50) = (quantile(s, 0.5), quantile(b, 0.5));
         println!(
             "| `{path}` | {} | {} | {} | {} | {:.2}× |",
-            ms(s50),
-            ms(quantile(s, 0.99)),
-            ms(b50),
-            ms(quantile(b, 0.99)),
+            ms(s50, 1),
+            ms(quantile(s, 0.99), 1),
+            ms(b50, 1),
+            ms(quantile(b, 0.99), 1),
             b50.as_secs_f64() / s50.as_secs_f64()
         );
     }

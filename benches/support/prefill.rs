@@ -59,7 +59,7 @@ pub async fn prefill(db: &std::path::Path, n: usize, now_ms: i64, channel: &str)
         format!(
             "INSERT INTO channel_counters (channel, occurrences_routed, occurrences_folded,
                                            messages_posted, occurrences_posted, last_sent_at)
-             SELECT '{channel}', {n}, {folded}, COUNT(*), SUM(occurrences), MAX(sent_at) FROM sent",
+             SELECT '{channel}', {n}, {folded}, COUNT(*), COALESCE(SUM(occurrences), 0), MAX(sent_at) FROM sent",
             folded = n - n.div_ceil(5)
         ),
         // New outbox rows must not reuse the ids of the rows written above.
