@@ -195,16 +195,7 @@ fn sluice_as(user: &str, args: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn mute_mutes_and_unmute_act_on_the_configured_store() {
     let scratch = Scratch::new();
-    let config = scratch.write_config(&format!(
-        "default_channel = \"errors\"\n\
-         [storage]\n\
-         url = \"sqlite://{}\"\n\
-         [channels.errors]\n\
-         console = true\n\
-         [channels.checkout-prod]\n\
-         console = true\n",
-        scratch.db().display()
-    ));
+    let config = scratch.write_store_config();
     let config = config.to_str().unwrap();
     let mute = |channel: &str, duration: &str| {
         let args = [

@@ -221,16 +221,7 @@ async fn a_dead_letter_is_listed_and_replayed_through_a_running_service_on_postg
 #[tokio::test]
 async fn dead_letters_refuses_an_unknown_channel_and_a_malformed_since() {
     let scratch = Scratch::new();
-    let config = scratch.write_config(&format!(
-        "default_channel = \"errors\"\n\
-         [storage]\n\
-         url = \"sqlite://{}\"\n\
-         [channels.errors]\n\
-         console = true\n\
-         [channels.checkout-prod]\n\
-         console = true\n",
-        scratch.db().display()
-    ));
+    let config = scratch.write_store_config();
     let config = config.to_str().unwrap();
     for replay in [&[][..], &["--replay"][..]] {
         let args = [

@@ -175,6 +175,21 @@ impl Scratch {
         path
     }
 
+    /// Writes the routes.toml of the commands that act on the store (`mute`, `dead-letters`):
+    /// this scratch's SQLite file and two console channels, `errors` and `checkout-prod`.
+    pub fn write_store_config(&self) -> PathBuf {
+        self.write_config(&format!(
+            "default_channel = \"errors\"\n\
+             [storage]\n\
+             url = \"sqlite://{}\"\n\
+             [channels.errors]\n\
+             console = true\n\
+             [channels.checkout-prod]\n\
+             console = true\n",
+            self.db().display()
+        ))
+    }
+
     /// Writes the standard test config pointing at `slack` and loads it.
     pub fn config(&self, slack: &FakeSlack, extra: &str) -> Config {
         let path = self.write_config(&config_text(slack, &self.db(), extra));
