@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
-use crate::store::{QUEUED_CHANNEL, Store};
+use crate::store::{FOLD_CHANNEL, QUEUED_CHANNEL, Store};
 
 /// The advisory lock key of the leader ("sluice" in ASCII, then 1).
 pub const LOCK_KEY: i64 = 0x736c_7569_6365_0001;
@@ -285,6 +285,7 @@ pub async fn run_while_leading(
         state.leading.store(true, Ordering::SeqCst);
         let term = stop.child_token();
         let mut workers = vec![
+            tokio::spawn(crate::fold::run(state.clone(), term.clone())),
             tokio::spawn(crate::outbox::run(state.clone(), term.clone())),
             tokio::spawn(crate::interactions::run(state.clone(), term.clone())),
             tokio::spawn(crate::prune::run(state.clone(), term.clone())),
@@ -331,8 +332,9 @@ pub async fn run_while_leading(
     }
 }
 
-/// Wakes the delivery and interactions workers whenever any replica commits messages to send
-/// or a click, so that they go out at once rather than at the workers' next poll.
+/// Wakes the fold loop whenever any replica commits deliveries to fold, and the delivery and
+/// interactions workers whenever one commits messages to send or a click, so that they run at
+/// once rather than at their next poll.
 async fn wake_on_announcements(url: String, state: AppState, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let listener = async {
@@ -340,11 +342,14 @@ async fn wake_on_announcements(url: String, state: AppState, stop: CancellationT
                 .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
             let mut listener =
                 PgListener::connect_with(&sqlx::PgPool::connect_lazy_with(options)).await?;
-            listener.listen(QUEUED_CHANNEL).await?;
+            listener.listen_all([QUEUED_CHANNEL, FOLD_CHANNEL]).await?;
             loop {
-                listener.recv().await?;
-                state.wake.notify_one();
-                state.clicks.notify_one();
+                if listener.recv().await?.channel() == FOLD_CHANNEL {
+                    state.fold.notify_one();
+                } else {
+                    state.wake.notify_one();
+                    state.clicks.notify_one();
+                }
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
@@ -352,7 +357,8 @@ async fn wake_on_announcements(url: String, state: AppState, stop: CancellationT
         tokio::select! {
             result = listener => if let Err(err) = result {
                 tracing::warn!(error = %err, "leader: announcements lost; reconnecting");
-                // The worker still polls; wake it in case something arrived meanwhile.
+                // The workers still poll; wake them in case something arrived meanwhile.
+                state.fold.notify_one();
                 state.wake.notify_one();
                 state.clicks.notify_one();
                 pause(POLL, &stop).await;

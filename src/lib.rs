@@ -24,13 +24,16 @@
 //!   in `validate.rs`, value parsers in `values.rs`, `ConfigError` in `error.rs`.
 //! - [`routing`]: which channels an alert goes to (ordered routes, globs, levels, tags, title).
 //! - [`store`]: durable state behind the `Store` trait (SQLite or PostgreSQL): deduplication,
-//!   day counts, issues and their state, the outbox, sent log, dead letters, ops notices,
-//!   posted messages, clicks and mutes. `store/sql/` is the one SQL implementation (`mod.rs`
-//!   the committer and trait impl, `ingest.rs` and `group.rs` group commit, `outbox.rs` the
-//!   outbox's life, `mutes.rs` mutes, `interact.rs` clicks and posted messages, `queries.rs`
-//!   reads and pruning, `status.rs` the status page's reads and dead-letter replay);
-//!   `store::writer` keeps a failed write transaction from leaving its connection in doubt.
-//!   It executes the plans of [`storm`].
+//!   the fold queue, day counts, issues and their state, the outbox, sent log, dead letters,
+//!   ops notices, posted messages, clicks and mutes. `store/sql/` is the one SQL
+//!   implementation (`mod.rs` the committer and trait impl, `ingest.rs` the request path's
+//!   group commit, `fold.rs` the fold, `group.rs` the in-memory halves of both, `outbox.rs`
+//!   the outbox's life, `mutes.rs` mutes, `interact.rs` clicks and posted messages,
+//!   `queries.rs` reads and pruning, `status.rs` the status page's reads and dead-letter
+//!   replay); `store::writer` keeps a failed write transaction from leaving its connection in
+//!   doubt. It executes the plans of [`storm`].
+//! - [`fold`]: the leader's fold loop: folds what the request path appended into counts,
+//!   storm decisions and outbox rows, in batches, each exactly once.
 //! - [`leader`]: which replica delivers when several share PostgreSQL (an advisory lock).
 //! - [`counts`]: the 7-day and 30-day windows, the sparkline, number formatting.
 //! - [`storm`]: storm control decisions: per-issue cooldowns, mutes, breakthrough spikes and
@@ -50,7 +53,7 @@
 //! - [`ops`]: Sluice watching itself: dead letters, Sentry silence and digest failures
 //!   reported to `ops_channel`, rate limited.
 //! - [`metrics`]: every exported Prometheus series, named and documented in one place.
-//! - [`state`]: what handlers and workers share (store, live config, wake-up signal, clock).
+//! - [`state`]: what handlers and workers share (store, live config, wake-up signals, clock).
 //! - [`clock`]: the one clock of wall time and timers, which tests run on Tokio's paused time.
 //! - [`reload`]: hot reload of routes.toml on SIGHUP or file change (parse, validate, swap).
 //! - [`cli`]: the `sluice` command line (`cli/mutes.rs`: `mute`, `unmute`, `mutes`;
@@ -63,6 +66,7 @@ pub mod clock;
 pub mod config;
 pub mod counts;
 pub mod digest;
+pub mod fold;
 pub mod interactions;
 pub mod issue;
 pub mod leader;

@@ -137,6 +137,11 @@ pub struct Registry {
     pub delivery_rounds: AtomicU64,
     /// `sluice_delivery_channels_in_flight`: channels being sent right now.
     pub delivery_in_flight: AtomicU64,
+    /// `sluice_fold_batches_total`: fold transactions committed (leader only; empty ones
+    /// too: it counts the loop's turns).
+    pub fold_batches: AtomicU64,
+    /// `sluice_folded_deliveries_total`: deliveries folded by this process.
+    pub folded: AtomicU64,
     /// `sluice_http_connections`: connections open now.
     pub http_connections: AtomicU64,
     /// `sluice_http_connection_limit_reached_total`: accepted connections that found
@@ -278,6 +283,12 @@ impl Registry {
         );
         let _ = writeln!(
             out,
+            "# HELP sluice_fold_batches_total Fold transactions committed (leader only), empty ones included.\n# TYPE sluice_fold_batches_total counter\nsluice_fold_batches_total {}\n# HELP sluice_folded_deliveries_total Deliveries folded into counts, cooldowns and messages by this replica.\n# TYPE sluice_folded_deliveries_total counter\nsluice_folded_deliveries_total {}",
+            self.fold_batches.load(Ordering::Relaxed),
+            self.folded.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# HELP sluice_webhooks_total Webhooks answered, by Sentry resource and outcome (stored, duplicate, ignored, malformed, unauthorized, unavailable, too_large, timeout, overloaded, other).\n# TYPE sluice_webhooks_total counter"
         );
         for ((resource, outcome), n) in self
@@ -411,6 +422,14 @@ impl Registry {
     }
 }
 
+/// How long the oldest delivery not yet folded has waited at `now_ms`, in seconds (0 when
+/// none waits).
+pub fn fold_lag_seconds(backlog: &crate::store::FoldBacklog, now_ms: i64) -> f64 {
+    backlog
+        .oldest_ms
+        .map_or(0.0, |oldest| (now_ms - oldest).max(0) as f64 / 1000.0)
+}
+
 /// Escapes a label value (`\`, `"`, newline).
 fn label(value: &str) -> String {
     value
@@ -519,6 +538,13 @@ async fn store_series(state: &AppState) -> Result<String, StoreError> {
             label(channel)
         );
     }
+    let backlog = state.store.fold_backlog().await?;
+    let _ = writeln!(
+        out,
+        "# HELP sluice_fold_pending Deliveries stored and not yet folded into counts and messages.\n# TYPE sluice_fold_pending gauge\nsluice_fold_pending {}\n# HELP sluice_fold_lag_seconds How long the oldest delivery not yet folded has waited (0 when none waits).\n# TYPE sluice_fold_lag_seconds gauge\nsluice_fold_lag_seconds {}",
+        backlog.pending,
+        fold_lag_seconds(&backlog, now)
+    );
     if let Some(last) = state.store.last_delivery_at().await? {
         let _ = writeln!(
             out,

@@ -387,14 +387,25 @@ fn respond(answer: Answer) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => {
+    let ready = async {
+        state.store.ping().await?;
+        state.store.fold_backlog().await
+    };
+    match ready.await {
+        Ok(backlog) => {
             let role = if state.leading.load(std::sync::atomic::Ordering::SeqCst) {
                 "leader"
             } else {
                 "follower"
             };
-            axum::Json(serde_json::json!({ "status": "ready", "role": role })).into_response()
+            // How far behind the leader's fold is: reported, not a reason to take this
+            // replica out of the load balancer (it still stores what Sentry sends).
+            let fold = serde_json::json!({
+                "pending": backlog.pending,
+                "lag_seconds": crate::metrics::fold_lag_seconds(&backlog, state.clock.now_ms()),
+            });
+            axum::Json(serde_json::json!({ "status": "ready", "role": role, "fold": fold }))
+                .into_response()
         }
         Err(err) => {
             tracing::warn!(error = %err, "readyz: store does not answer");
@@ -577,28 +588,16 @@ async fn commit(
     let outcome = store_delivery(state, body_sha256, resource, request_id, alert, targets).await?;
     match outcome {
         IngestOutcome::DuplicateDelivery => Ok(duplicate(resource)),
-        IngestOutcome::Stored {
-            counted,
-            queued,
-            follow_up_due,
-        } => {
-            // New rows, or a cooldown that now ends with a follow-up: the worker's next wake
-            // may be sooner than it planned.
-            if queued > 0 || follow_up_due {
-                state.wake.notify_one();
+        IngestOutcome::Stored { counted, to_fold } => {
+            // The fold loop (this process's, if it leads; the leader's hears of it from the
+            // store) folds it into counts, cooldowns and messages.
+            if to_fold {
+                state.fold.notify_one();
             }
-            tracing::info!(
-                resource,
-                issue,
-                routes,
-                channels,
-                counted,
-                queued,
-                "ingest: stored"
-            );
+            tracing::info!(resource, issue, routes, channels, counted, "ingest: stored");
             let response = (
                 StatusCode::ACCEPTED,
-                axum::Json(json!({"status": "stored", "counted": counted, "queued": queued})),
+                axum::Json(json!({"status": "stored", "counted": counted})),
             )
                 .into_response();
             Ok((response, "stored"))

@@ -1,5 +1,5 @@
 //! What the HTTP handlers and the background workers share: the store, the live configuration
-//! (swapped whole on reload), the wake-up signal for the delivery worker, and the clock.
+//! (swapped whole on reload), the wake-up signals of the workers, and the clock.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -44,6 +44,8 @@ pub struct AppState {
     pub live: Arc<ArcSwap<Live>>,
     /// Wakes the delivery worker when new outbox rows were committed.
     pub wake: Arc<Notify>,
+    /// Wakes the fold loop when deliveries were committed to fold.
+    pub fold: Arc<Notify>,
     /// Wakes the interactions worker when a click was committed.
     pub clicks: Arc<Notify>,
     /// Process counters exported on `/metrics`.
@@ -68,6 +70,7 @@ impl AppState {
             store,
             live: Arc::new(ArcSwap::from_pointee(Live::new(config, clock.now_ms()))),
             wake: Arc::new(Notify::new()),
+            fold: Arc::new(Notify::new()),
             clicks: Arc::new(Notify::new()),
             counters: Arc::default(),
             leading: Arc::default(),

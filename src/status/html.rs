@@ -244,7 +244,9 @@ fn routes(d: &DeliveryTrail) -> Markup {
             "ignored" => span.muted { "not routed: a resource Sluice does not post" },
             "duplicate" => span.muted { "duplicate: this event was received before; not counted or posted again" },
             _ => {
-                @if d.routes.is_empty() {
+                @if d.folding {
+                    span.muted { "stored; waiting for the leader's fold to be counted and sent to its channels" }
+                } @else if d.routes.is_empty() {
                     span.muted { "routed nowhere: no route matched and there is no default channel" }
                 } @else {
                     ul.routes {
@@ -373,6 +375,7 @@ mod tests {
             project: Some("python".into()),
             environment: Some("production".into()),
             title: Some(title.into()),
+            folding: false,
             routes: vec![
                 DeliveryRoute {
                     channel: "backend".into(),

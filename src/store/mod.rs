@@ -2,9 +2,14 @@
 //! and their per-day counts, the outbox of Slack messages to send, what was sent, and dead
 //! letters. The backend is chosen once at start from `storage.url`; callers only see the trait.
 //!
-//! The contract every backend keeps: [`Store::ingest`] commits the delivery and everything
-//! derived from it (counts, issue metadata, outbox rows) in one durable transaction before it
-//! returns `Ok`, so the HTTP layer can acknowledge with a 2xx and nothing acknowledged is lost.
+//! The contract every backend keeps: [`Store::ingest`] commits the delivery, its claim on its
+//! event id and, for a new occurrence or notice, its place in the fold queue with where
+//! routing sent it, in one durable transaction before it returns `Ok`, so the HTTP layer can
+//! acknowledge with a 2xx and nothing acknowledged is lost. It touches no row another delivery
+//! shares, so replicas ingest side by side. [`Store::fold`] (the leader's fold loop,
+//! `crate::fold`) then folds queued deliveries in batches into issues, counts, cooldowns,
+//! mutes and outbox rows, each exactly once: a batch's rows leave the queue in the
+//! transaction that writes their effects.
 
 pub(crate) mod postgres;
 mod sql;
@@ -20,7 +25,7 @@ use crate::alert::Alert;
 use crate::counts::IssueStats;
 use crate::routing::Target;
 
-pub use postgres::{PostgresStore, QUEUED_CHANNEL};
+pub use postgres::{FOLD_CHANNEL, PostgresStore, QUEUED_CHANNEL};
 pub use sql::{Backend, MAX_GROUP, SqlStore};
 pub use sqlite::SqliteStore;
 
@@ -72,16 +77,60 @@ pub enum IngestOutcome {
     DuplicateDelivery,
     /// New delivery, committed.
     Stored {
-        /// It was a new occurrence and was counted (false for an event seen before, under
+        /// It was a new occurrence and will be counted (false for an event seen before, under
         /// another resource or in another delivery, and for notices that are not occurrences).
         counted: bool,
-        /// Outbox rows queued for Slack.
-        queued: usize,
-        /// It was the first occurrence folded into its issue's cooldown in a channel since the
-        /// last message there: a follow-up is now due at the cooldown's end, which the delivery
-        /// worker must be told of (it is, like of queued rows).
-        follow_up_due: bool,
+        /// It waits in the fold queue (a new occurrence, or a notice): the fold loop must be
+        /// told. False for an ignored delivery and a repeat of a known event.
+        to_fold: bool,
     },
+}
+
+/// What one [`Store::fold`] batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FoldReport {
+    /// Each delivery folded, in fold order.
+    pub folded: Vec<Folded>,
+}
+
+impl FoldReport {
+    /// Deliveries folded.
+    pub fn deliveries(&self) -> usize {
+        self.folded.len()
+    }
+
+    /// Outbox rows queued.
+    pub fn queued(&self) -> usize {
+        self.folded.iter().map(|f| f.queued).sum()
+    }
+
+    /// Whether the delivery worker must look again: rows were queued, or a cooldown now ends
+    /// with a follow-up.
+    pub fn wakes_worker(&self) -> bool {
+        self.folded.iter().any(|f| f.queued > 0 || f.follow_up_due)
+    }
+}
+
+/// What the fold did with one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// The delivery (its body's hash).
+    pub body_sha256: [u8; 32],
+    /// Outbox rows queued for Slack.
+    pub queued: usize,
+    /// It was the first occurrence folded into its issue's cooldown in a channel since the
+    /// last message there: a follow-up is now due at the cooldown's end, which the delivery
+    /// worker must be told of (it is, like of queued rows).
+    pub follow_up_due: bool,
+}
+
+/// How far behind the fold is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FoldBacklog {
+    /// Deliveries waiting to be folded.
+    pub pending: u64,
+    /// When the oldest of them was received, Unix ms.
+    pub oldest_ms: Option<i64>,
 }
 
 /// What an outbox row asks the delivery worker to post.
@@ -297,7 +346,11 @@ pub struct DeliveryTrail {
     pub environment: Option<String>,
     /// The issue's title, when the store knows the issue.
     pub title: Option<String>,
-    /// Its channels, in channel order; empty when it was routed nowhere.
+    /// It waits for the leader's fold: stored, not yet counted, and its channels not yet
+    /// written.
+    pub folding: bool,
+    /// Its channels, in channel order; empty when it was routed nowhere (or still waits for
+    /// the fold).
     pub routes: Vec<DeliveryRoute>,
 }
 
@@ -496,14 +549,25 @@ pub trait Store: Send + Sync + 'static {
     /// transaction commits again (for `/readyz`: not ready while commits fail).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Commits a delivery and everything derived from it in one durable transaction, or
-    /// nothing. A body seen before changes nothing; an event id seen before is not counted or
-    /// queued again. An occurrence within its issue's cooldown in a channel is folded
-    /// (counted, no message) instead of queued, one of a muted issue there is held (counted,
-    /// no message, until the mute ends), and one that brings the occurrences since the last
-    /// message to a `breakthrough` threshold queues a spike follow-up (see
-    /// [`crate::storm::plan_ingest`]). Issue notices are never folded or held.
+    /// Commits a delivery in one durable transaction, or nothing: the delivery, its claim on
+    /// its event id, and (a new occurrence, or a notice) its place in the fold queue with its
+    /// routed targets. A body seen before changes nothing; an event id seen before is not
+    /// queued again, so it is never counted or posted twice. No row another delivery shares
+    /// is written: replicas ingest side by side.
     async fn ingest(&self, delivery: Delivery) -> Result<IngestOutcome, StoreError>;
+
+    /// Folds up to `limit` queued deliveries, oldest first, in one transaction that also
+    /// removes them from the queue (each is folded exactly once): issue metadata, day counts,
+    /// and per channel the storm decisions. An occurrence within its issue's cooldown in a
+    /// channel is folded (counted, no message) instead of queued, one of a muted issue there
+    /// is held (counted, no message, until the mute ends), and one that brings the
+    /// occurrences since the last message to a `breakthrough` threshold queues a spike
+    /// follow-up (see [`crate::storm::plan_ingest`]). Issue notices are never folded or held.
+    /// Run by the leader only (`crate::fold`).
+    async fn fold(&self, limit: u32) -> Result<FoldReport, StoreError>;
+
+    /// Deliveries waiting for the fold, and the oldest one's arrival.
+    async fn fold_backlog(&self) -> Result<FoldBacklog, StoreError>;
 
     /// Whether a delivery with this body was committed before, read off the writer (it may
     /// lag a commit in flight): lets the webhook answer a retry without parsing or routing

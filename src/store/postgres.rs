@@ -21,6 +21,9 @@ pub type PostgresStore = SqlStore<Postgres>;
 /// The `NOTIFY` channel on which replicas announce queued Slack messages to the leader.
 pub const QUEUED_CHANNEL: &str = "sluice_outbox";
 
+/// The `NOTIFY` channel on which replicas announce deliveries waiting to be folded.
+pub const FOLD_CHANNEL: &str = "sluice_fold";
+
 /// Connections per replica: the committer, the delivery worker, readers and `/metrics`.
 const POOL_SIZE: u32 = 10;
 
@@ -28,9 +31,9 @@ const POOL_SIZE: u32 = 10;
 impl Backend for Postgres {
     /// `pg_advisory_xact_lock` on each pair (two 32-bit keys: the hashes of issue and
     /// channel; a hash collision only serialises two pairs more than needed), in the order
-    /// given, released at commit or rollback. Two ingest groups about one issue are also
-    /// serialised by the upsert of its `issues` row; these locks are what keep the leader's
-    /// `release_cooldowns`, which does not touch that row, from racing a fold.
+    /// given, released at commit or rollback: they keep the leader's `release_cooldowns` and
+    /// mutes from racing a fold of the same pair (and a fold of an old leader, during a
+    /// change of leader, from racing the new one's).
     async fn lock_pairs(
         conn: &mut PgConnection,
         pairs: &[(String, String)],
@@ -60,6 +63,19 @@ impl Backend for Postgres {
             .await?;
         Ok(())
     }
+
+    /// Outside any ingest transaction: a `NOTIFY` takes a database-wide lock from its
+    /// transaction's commit to its end, which would make every replica's group commits take
+    /// turns.
+    async fn announce_fold(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(FOLD_CHANNEL)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    const LOCK_ROWS: &'static str = " FOR UPDATE";
 
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()

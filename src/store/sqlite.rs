@@ -34,6 +34,13 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    async fn announce_fold(_pool: &sqlx::Pool<Sqlite>) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// One connection writes: the batch is the writer's alone.
+    const LOCK_ROWS: &'static str = "";
+
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
     }

@@ -66,11 +66,56 @@ fn delivery(body: &str, at: i64, alert: Option<Alert>, channels: &[&str]) -> Del
 
 const T0: i64 = 1_763_800_000_000; // 2025-11-22
 
+/// What a delivery came to once folded: the request path's answer, with what the fold queued
+/// for it (the shape of the answer before ingest and fold were two steps, which these tests
+/// assert on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ingested {
+    DuplicateDelivery,
+    Stored {
+        counted: bool,
+        queued: usize,
+        follow_up_due: bool,
+    },
+}
+
+/// Ingests `d`, then folds the queue as the leader's fold loop does right after, and answers
+/// with what became of `d`.
+async fn ingest(store: &dyn Store, d: Delivery) -> Result<Ingested, StoreError> {
+    let body = d.body_sha256;
+    let outcome = store.ingest(d).await?;
+    let folded = fold_all(store).await;
+    Ok(match outcome {
+        IngestOutcome::DuplicateDelivery => Ingested::DuplicateDelivery,
+        IngestOutcome::Stored { counted, .. } => {
+            let f = folded.iter().find(|f| f.body_sha256 == body);
+            Ingested::Stored {
+                counted,
+                queued: f.map_or(0, |f| f.queued),
+                follow_up_due: f.is_some_and(|f| f.follow_up_due),
+            }
+        }
+    })
+}
+
+/// Folds until the queue is empty; returns what each delivery came to, in fold order.
+async fn fold_all(store: &dyn Store) -> Vec<Folded> {
+    let mut all = Vec::new();
+    loop {
+        let report = store.fold(64).await.unwrap();
+        let n = report.deliveries();
+        all.extend(report.folded);
+        if n < 64 {
+            return all;
+        }
+    }
+}
+
 async fn dedupes_deliveries_and_events(store: &dyn Store) {
     let d = delivery("a", T0, Some(alert("1", Some("e1"))), &["x", "y"]);
     assert_eq!(
-        store.ingest(d.clone()).await.unwrap(),
-        IngestOutcome::Stored {
+        ingest(store, d.clone()).await.unwrap(),
+        Ingested::Stored {
             counted: true,
             queued: 2,
             follow_up_due: false
@@ -83,15 +128,12 @@ async fn dedupes_deliveries_and_events(store: &dyn Store) {
             .await
             .unwrap()
     );
-    assert_eq!(
-        store.ingest(d).await.unwrap(),
-        IngestOutcome::DuplicateDelivery
-    );
+    assert_eq!(ingest(store, d).await.unwrap(), Ingested::DuplicateDelivery);
     // Same event, other body: stored, neither counted nor queued.
     let again = delivery("b", T0, Some(alert("1", Some("e1"))), &["x"]);
     assert_eq!(
-        store.ingest(again).await.unwrap(),
-        IngestOutcome::Stored {
+        ingest(store, again).await.unwrap(),
+        Ingested::Stored {
             counted: false,
             queued: 0,
             follow_up_due: false
@@ -111,7 +153,7 @@ async fn counts_by_received_day(store: &dyn Store) {
             Some(alert("2", Some(&format!("ev{i}")))),
             &[],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     let stats = store.issue_stats("2", T0).await.unwrap();
     assert_eq!(stats.week(), 4);
@@ -125,8 +167,8 @@ async fn counts_by_received_day(store: &dyn Store) {
 async fn notices_update_the_issue_but_are_not_counted(store: &dyn Store) {
     let d = delivery("n", T0, Some(alert("3", None)), &["x"]);
     assert_eq!(
-        store.ingest(d).await.unwrap(),
-        IngestOutcome::Stored {
+        ingest(store, d).await.unwrap(),
+        Ingested::Stored {
             counted: false,
             queued: 1,
             follow_up_due: false
@@ -144,7 +186,7 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
             Some(alert(&format!("4-{i}"), Some(&format!("o{i}")))),
             &["chan"],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     let due = store.due_outbox(T0, 10).await.unwrap();
     assert_eq!(due.len(), 3);
@@ -166,7 +208,7 @@ async fn outbox_lifecycle_keeps_the_accounting(store: &dyn Store) {
         Some(alert("4-late", Some("o-late"))),
         &["chan"],
     );
-    store.ingest(d).await.unwrap();
+    ingest(store, d).await.unwrap();
     assert!(store.due_outbox(T0 + 4_999, 10).await.unwrap().is_empty());
     assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 5_000));
     let due = store.due_outbox(T0 + 5_000, 10).await.unwrap();
@@ -226,10 +268,10 @@ async fn per_channel_batches_do_not_starve_other_channels(store: &dyn Store) {
             Some(alert(&format!("5-{i}"), Some(&format!("busy{i}")))),
             &["busy"],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     let d = delivery("quiet", T0, Some(alert("6", Some("quiet"))), &["quiet"]);
-    store.ingest(d).await.unwrap();
+    ingest(store, d).await.unwrap();
     let due = store.due_outbox(T0, 5).await.unwrap();
     assert_eq!(due.iter().filter(|i| i.channel == "busy").count(), 5);
     assert_eq!(due.iter().filter(|i| i.channel == "quiet").count(), 1);
@@ -237,18 +279,18 @@ async fn per_channel_batches_do_not_starve_other_channels(store: &dyn Store) {
 
 async fn prune_drops_what_is_past_retention(store: &dyn Store) {
     let old = delivery("old", T0 - 100 * DAY_MS, Some(alert("7", Some("old"))), &[]);
-    store.ingest(old.clone()).await.unwrap();
+    ingest(store, old.clone()).await.unwrap();
     let new = delivery("new", T0, Some(alert("7", Some("new"))), &[]);
-    store.ingest(new.clone()).await.unwrap();
+    ingest(store, new.clone()).await.unwrap();
     assert!(store.prune(T0, 90).await.unwrap() >= 3);
     // The old delivery and event are forgotten; the recent ones are still duplicates.
     assert_eq!(
-        store.ingest(new).await.unwrap(),
-        IngestOutcome::DuplicateDelivery
+        ingest(store, new).await.unwrap(),
+        Ingested::DuplicateDelivery
     );
     assert_eq!(
-        store.ingest(old).await.unwrap(),
-        IngestOutcome::Stored {
+        ingest(store, old).await.unwrap(),
+        Ingested::Stored {
             counted: true,
             queued: 0,
             follow_up_due: false
@@ -262,7 +304,7 @@ async fn pruning_the_sent_log_keeps_the_accounting(store: &dyn Store) {
     let old_at = T0 - 100 * DAY_MS;
     for (body, issue, at) in [("s-old", "91", old_at), ("s-new", "92", T0)] {
         let d = delivery(body, at, Some(alert(issue, Some(body))), &["chan"]);
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
         let due = store.due_outbox(at, 10).await.unwrap();
         store
             .mark_posted(due[0].id, at + 10, None, None)
@@ -305,11 +347,11 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
             Some(alert("8", Some(&format!("cd{i}")))),
             &["chan"],
         );
-        let outcome = store.ingest(d).await.unwrap();
+        let outcome = ingest(store, d).await.unwrap();
         let expected_queued = usize::from(i == 0);
         assert_eq!(
             outcome,
-            IngestOutcome::Stored {
+            Ingested::Stored {
                 counted: true,
                 queued: expected_queued,
                 follow_up_due: i == 1
@@ -357,8 +399,8 @@ async fn cooldown_folds_repeats_and_releases_one_follow_up(store: &dyn Store) {
         &["chan"],
     );
     assert_eq!(
-        store.ingest(d).await.unwrap(),
-        IngestOutcome::Stored {
+        ingest(store, d).await.unwrap(),
+        Ingested::Stored {
             counted: true,
             queued: 0,
             follow_up_due: true
@@ -379,7 +421,7 @@ async fn a_rollup_replaces_the_backlog_atomically(store: &dyn Store) {
             Some(alert(&format!("9-{}", i % 2), Some(&format!("ru{i}")))),
             &["chan"],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     // Issue 9-0 and 9-1 each posted once; the rest folded by the cooldown.
     let items = store.channel_outbox("chan").await.unwrap();
@@ -401,7 +443,7 @@ async fn a_rollup_replaces_the_backlog_atomically(store: &dyn Store) {
         Some(alert("9-late", Some("ru-late"))),
         &["chan"],
     );
-    store.ingest(late).await.unwrap();
+    ingest(store, late).await.unwrap();
     assert!(
         store
             .replace_with_rollup("chan", &ids, &rollup, T0)
@@ -431,15 +473,15 @@ async fn concurrent_deliveries_share_commits_and_each_gets_its_answer(store: Arc
                 Some(alert(&format!("g{}", i % 7), Some(&format!("gc{}", i / 2)))),
                 &[],
             );
-            store.ingest(d).await.unwrap()
+            ingest(&*store, d).await.unwrap()
         }));
     }
     let mut stored = 0;
     let mut duplicates = 0;
     for t in tasks {
         match t.await.unwrap() {
-            IngestOutcome::Stored { counted: true, .. } => stored += 1,
-            IngestOutcome::DuplicateDelivery => duplicates += 1,
+            Ingested::Stored { counted: true, .. } => stored += 1,
+            Ingested::DuplicateDelivery => duplicates += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -465,13 +507,13 @@ async fn digest_inputs_follow_what_the_channel_received(store: &dyn Store) {
             Some(alert("10", Some(&format!("dg{i}")))),
             &["chan"],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     let mut quiet = delivery("dg-x", T0, Some(alert("11", Some("dg-x"))), &[]);
     quiet.targets = vec![no_digest];
-    store.ingest(quiet).await.unwrap();
+    ingest(store, quiet).await.unwrap();
     let notice = delivery("dg-n", T0, Some(alert("10", None)), &["chan"]);
-    store.ingest(notice).await.unwrap();
+    ingest(store, notice).await.unwrap();
     let today = crate::counts::day_of(T0);
     let days = store.channel_days("chan", today - 14, today).await.unwrap();
     let occurrences: u64 = days.iter().map(|d| d.occurrences).sum();
@@ -591,18 +633,22 @@ async fn a_comment_does_not_rename_its_issue(store: &dyn Store) {
     };
     let title =
         |issue: &'static str| async move { store.issue_stats(issue, T0).await.unwrap().title };
-    store
-        .ingest(delivery("event", T0, Some(alert("7", Some("e7"))), &[]))
-        .await
-        .unwrap();
-    store.ingest(comment("comment", "7")).await.unwrap();
+    ingest(
+        store,
+        delivery("event", T0, Some(alert("7", Some("e7"))), &[]),
+    )
+    .await
+    .unwrap();
+    ingest(store, comment("comment", "7")).await.unwrap();
     assert_eq!(title("7").await.as_deref(), Some("PaymentError"));
     // Known only from a comment, then described: the description names it.
-    store.ingest(comment("comment-first", "8")).await.unwrap();
-    store
-        .ingest(delivery("event-8", T0, Some(alert("8", Some("e8"))), &[]))
-        .await
-        .unwrap();
+    ingest(store, comment("comment-first", "8")).await.unwrap();
+    ingest(
+        store,
+        delivery("event-8", T0, Some(alert("8", Some("e8"))), &[]),
+    )
+    .await
+    .unwrap();
     assert_eq!(title("8").await.as_deref(), Some("PaymentError"));
 }
 
@@ -614,7 +660,7 @@ async fn occurrences(
     at: i64,
     n: i64,
     adjust: impl Fn(&mut Target),
-) -> Vec<IngestOutcome> {
+) -> Vec<Ingested> {
     let mut outcomes = Vec::new();
     for i in 0..n {
         let event = format!("{issue}-{at}-{i}");
@@ -625,7 +671,7 @@ async fn occurrences(
             &["chan"],
         );
         d.targets.iter_mut().for_each(&adjust);
-        outcomes.push(store.ingest(d).await.unwrap());
+        outcomes.push(ingest(store, d).await.unwrap());
     }
     outcomes
 }
@@ -685,7 +731,7 @@ async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Sto
         "wakes at its end"
     );
     let outcomes = occurrences(store, "m1", T0 + 1000, 5, |_| {}).await;
-    let held = IngestOutcome::Stored {
+    let held = Ingested::Stored {
         counted: true,
         queued: 0,
         follow_up_due: false,
@@ -718,7 +764,7 @@ async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Sto
     );
     // The message at the end of the mute starts a cooldown: the next occurrence folds.
     let after = occurrences(store, "m1", end + 1000, 1, |_| {}).await;
-    let first_fold = IngestOutcome::Stored {
+    let first_fold = Ingested::Stored {
         counted: true,
         queued: 0,
         follow_up_due: true,
@@ -791,7 +837,7 @@ async fn spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(store:
     let queued: Vec<usize> = outcomes
         .iter()
         .map(|o| match o {
-            IngestOutcome::Stored { queued, .. } => *queued,
+            Ingested::Stored { queued, .. } => *queued,
             other => panic!("{other:?}"),
         })
         .collect();
@@ -931,15 +977,12 @@ async fn clicks_are_committed_once_and_carried_out_in_recorded_steps(store: &dyn
 /// showed; a state change from a click queues a rewrite of each channel's messages.
 async fn posted_issue_messages_are_kept_and_a_state_change_rewrites_them(store: &dyn Store) {
     use crate::issue::{IssueState, Status};
-    store
-        .ingest(delivery(
-            "m1",
-            T0,
-            Some(alert("31", Some("m1"))),
-            &["web", "hook"],
-        ))
-        .await
-        .unwrap();
+    ingest(
+        store,
+        delivery("m1", T0, Some(alert("31", Some("m1"))), &["web", "hook"]),
+    )
+    .await
+    .unwrap();
     for item in store.due_outbox(T0, 10).await.unwrap() {
         let (ts, id) = match item.channel.as_str() {
             "web" => (Some("1700000000.000001"), Some("C0WEB")),
@@ -1011,6 +1054,7 @@ where
     Fut: std::future::Future<Output = Arc<dyn Store>>,
 {
     dedupes_deliveries_and_events(&*open().await).await;
+    deliveries_wait_for_the_fold_and_are_folded_once(&*open().await).await;
     counts_by_received_day(&*open().await).await;
     notices_update_the_issue_but_are_not_counted(&*open().await).await;
     outbox_lifecycle_keeps_the_accounting(&*open().await).await;
@@ -1036,6 +1080,99 @@ where
     status::dead_letters_are_listed_by_filter(&*open().await).await;
     status::replay_queues_dead_letters_again_with_the_accounting_kept(&*open().await).await;
     status::pruned_deliveries_take_their_trail_along(&*open().await).await;
+}
+
+/// Ingest appends, and counts nothing by itself: a new occurrence and a notice wait in the
+/// fold queue (a repeat of their event and an ignored delivery do not), and the fold takes
+/// them in order, in batches of the size asked for, each once.
+async fn deliveries_wait_for_the_fold_and_are_folded_once(store: &dyn Store) {
+    let first = delivery("q1", T0, Some(alert("q", Some("eq1"))), &["chan"]);
+    let notice = delivery("q2", T0 + 5, Some(alert("q", None)), &["chan"]);
+    let repeat = delivery("q3", T0 + 7, Some(alert("q", Some("eq1"))), &["chan"]);
+    let ignored = delivery("q4", T0 + 9, None, &[]);
+    let mut answers = Vec::new();
+    for d in [first.clone(), notice.clone(), repeat, ignored] {
+        answers.push(store.ingest(d).await.unwrap());
+    }
+    let stored = |counted, to_fold| IngestOutcome::Stored { counted, to_fold };
+    assert_eq!(
+        answers,
+        [
+            stored(true, true),
+            stored(false, true),
+            stored(false, false),
+            stored(false, false)
+        ]
+    );
+    let backlog = store.fold_backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.oldest_ms), (2, Some(T0)));
+    // The status page tells what waits for the fold (channels not yet written).
+    let waiting = |trails: Vec<DeliveryTrail>| -> Vec<(bool, usize)> {
+        trails
+            .iter()
+            .rev()
+            .map(|t| (t.folding, t.routes.len()))
+            .collect()
+    };
+    let trails = store.recent_deliveries(None, 10).await.unwrap();
+    assert_eq!(
+        waiting(trails),
+        [(true, 0), (true, 0), (false, 0), (false, 0)]
+    );
+    assert_eq!(
+        store.channel_totals("chan").await.unwrap(),
+        ChannelTotals::default()
+    );
+    assert_eq!(store.issue_stats("q", T0).await.unwrap().week(), 0);
+    let one = store.fold(1).await.unwrap();
+    assert_eq!(one.folded.len(), 1);
+    assert_eq!(
+        (one.folded[0].body_sha256, one.folded[0].queued),
+        (first.body_sha256, 1)
+    );
+    let backlog = store.fold_backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.oldest_ms), (1, Some(T0 + 5)));
+    let rest = store.fold(10).await.unwrap();
+    assert_eq!(rest.folded.len(), 1);
+    assert_eq!(rest.folded[0].body_sha256, notice.body_sha256);
+    assert!(
+        store.fold(10).await.unwrap().folded.is_empty(),
+        "folded once"
+    );
+    assert_eq!(store.fold_backlog().await.unwrap(), FoldBacklog::default());
+    let totals = store.channel_totals("chan").await.unwrap();
+    assert_eq!((totals.occurrences_routed, totals.messages_pending), (1, 2));
+    assert_eq!(store.issue_stats("q", T0).await.unwrap().week(), 1);
+    let trails = store.recent_deliveries(None, 10).await.unwrap();
+    assert_eq!(
+        waiting(trails),
+        [(false, 1), (false, 1), (false, 0), (false, 0)]
+    );
+}
+
+/// A process that stops before folding what it acknowledged leaves it in the queue: the next
+/// one folds it, once.
+#[tokio::test]
+async fn deliveries_left_unfolded_at_a_crash_are_folded_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("f.db").display());
+    let first = open(&url).await.unwrap();
+    for i in 0..3 {
+        let event = format!("crash-{i}");
+        let d = delivery(
+            &event,
+            T0 + i,
+            Some(alert("crash", Some(&event))),
+            &["chan"],
+        );
+        first.ingest(d).await.unwrap();
+    }
+    drop(first);
+    let second = open(&url).await.unwrap();
+    assert_eq!(second.fold_backlog().await.unwrap().pending, 3);
+    assert_eq!(fold_all(&*second).await.len(), 3);
+    assert_eq!(second.issue_stats("crash", T0).await.unwrap().week(), 3);
+    assert_eq!(accounted(&*second).await.occurrences_routed, 3);
 }
 
 /// A mute is a row: it holds after a restart, and ends with its message then.
@@ -1181,9 +1318,9 @@ async fn postgres_connections_send_without_delay() {
     assert_eq!(checked, ports.len(), "every session of the store was found");
 }
 
-/// Several replicas commit into one PostgreSQL at once: every occurrence is counted once and
-/// an issue's cooldown holds across them (one message and one spike per threshold crossed,
-/// the rest folded).
+/// Several replicas commit into one PostgreSQL at once, and two of them fold at once (an old
+/// leader and a new one overlapping): every occurrence is counted once and an issue's cooldown
+/// holds across them (one message and one spike per threshold crossed, the rest folded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_commit_side_by_side() {
     let db = crate::testing::ScratchPostgres::new().await;
@@ -1223,6 +1360,26 @@ async fn postgres_replicas_commit_side_by_side() {
         ));
     }
     let store = &replicas[0];
+    assert_eq!(store.fold_backlog().await.unwrap().pending, 300);
+    assert_eq!(
+        store
+            .channel_totals("chan")
+            .await
+            .unwrap()
+            .occurrences_routed,
+        0,
+        "ingest counts nothing by itself"
+    );
+    let (one, two) = tokio::join!(fold_all(&*replicas[1]), fold_all(&*replicas[2]));
+    let mut folded: Vec<[u8; 32]> = one.iter().chain(&two).map(|f| f.body_sha256).collect();
+    folded.sort();
+    folded.dedup();
+    assert_eq!(
+        (one.len() + two.len(), folded.len()),
+        (300, 300),
+        "each folded once"
+    );
+    assert_eq!(store.fold_backlog().await.unwrap(), FoldBacklog::default());
     assert_eq!(store.issue_stats("storm", T0).await.unwrap().week(), 300);
     let totals = store.channel_totals("chan").await.unwrap();
     assert_eq!(totals.occurrences_routed, 300);

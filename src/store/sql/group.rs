@@ -1,7 +1,9 @@
-//! Group commit, the in-memory half: which deliveries of a group are new and counted (from what
-//! the claims returned), what the storm planner is asked, and the rows each table gets from its
-//! plan. No SQL here: `ingest.rs` runs the statements, in this order of decisions, so that a
-//! group ends exactly as if each delivery had been applied alone, in order.
+//! Ingest and fold, the in-memory halves. For a group commit on the request path: which
+//! deliveries of a group are new and counted (from what the claims returned), and the fold
+//! queue rows of those that go on. For a fold batch: what the storm planner is asked, and the
+//! rows each table gets from its plan. No SQL here: `ingest.rs` and `fold.rs` run the
+//! statements, in this order of decisions, so that a batch ends exactly as if each delivery
+//! had been applied alone, in order.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -10,7 +12,7 @@ use super::to_json;
 use crate::alert::Alert;
 use crate::counts::day_of;
 use crate::routing::Target;
-use crate::store::{Delivery, IngestOutcome, OutboxMessage, StoreError};
+use crate::store::{Delivery, Folded, IngestOutcome, OutboxMessage, StoreError};
 use crate::storm::{
     Action, FollowUpReason, IngestPlan, MuteState, PairState, PairUpdate, Routed, Spike,
 };
@@ -328,7 +330,8 @@ pub(super) struct RouteRow<'a> {
 /// Everything a group writes, each table's rows sorted by their key (so that concurrent groups
 /// lock rows in one order), and the answer to each delivery.
 pub(super) struct GroupRows<'a> {
-    pub(super) outcomes: Vec<IngestOutcome>,
+    /// What became of each delivery of the batch, in batch order.
+    pub(super) folded: Vec<Folded>,
     /// (issue, day, environment) → occurrences.
     pub(super) day_counts: Vec<((&'a str, i64, &'a str), i64)>,
     pub(super) channel_days: Vec<(ChannelDayKey<'a>, ChannelDayRow<'a>)>,
@@ -340,8 +343,6 @@ pub(super) struct GroupRows<'a> {
     pub(super) outbox: Vec<NewOutbox<'a>>,
     /// (delivery, channel) → where it went.
     pub(super) routes: Vec<RouteRow<'a>>,
-    /// The new deliveries of events seen before (`outcome` = `duplicate`), sorted.
-    pub(super) duplicates: Vec<&'a [u8; 32]>,
     /// channel → (occurrences routed, occurrences folded).
     pub(super) counters: Vec<(String, (i64, i64))>,
 }
@@ -352,10 +353,10 @@ fn sql_count(n: u64) -> i64 {
 }
 
 impl<'a> GroupRows<'a> {
-    /// The rows for `plan`, the storm planner's decisions about `routed`.
+    /// The rows for `plan`, the storm planner's decisions about `routed`, the alerts of a
+    /// fold batch (every delivery of which is `live`).
     pub(super) fn build(
         group: &[&'a Delivery],
-        new_delivery: &[bool],
         live: &[Live],
         routed: &[RoutedAlert<'a>],
         plan: IngestPlan,
@@ -369,7 +370,14 @@ impl<'a> GroupRows<'a> {
                 })
             })
             .collect::<Result<Vec<String>, StoreError>>()?;
-        let mut outcomes = outcomes(new_delivery, live);
+        let mut folded: Vec<Folded> = group
+            .iter()
+            .map(|d| Folded {
+                body_sha256: d.body_sha256,
+                queued: 0,
+                follow_up_due: false,
+            })
+            .collect();
         let mut outbox = Vec::new();
         for ((r, action), payload) in routed.iter().zip(&plan.actions).zip(&payloads) {
             let (kind, payload, occurrences) = match *action {
@@ -388,24 +396,19 @@ impl<'a> GroupRows<'a> {
                 occurrences: sql_count(occurrences),
                 now: r.received_at_ms,
             });
-            if let IngestOutcome::Stored { queued, .. } = &mut outcomes[r.delivery] {
-                *queued += 1;
-            }
+            folded[r.delivery].queued += 1;
         }
         for &i in &plan.follow_ups_due {
-            if let IngestOutcome::Stored { follow_up_due, .. } = &mut outcomes[routed[i].delivery] {
-                *follow_up_due = true;
-            }
+            folded[routed[i].delivery].follow_up_due = true;
         }
         Ok(GroupRows {
-            outcomes,
+            folded,
             day_counts: day_counts(group, live),
             channel_days: channel_days(routed, &plan.actions),
             cooldowns: cooldown_rows(plan.pairs, &payloads),
             mutes: mute_rows(plan.mutes),
             outbox,
             routes: route_rows(group, routed, &plan.actions),
-            duplicates: duplicates(group, new_delivery, live),
             counters: plan
                 .counts
                 .into_iter()
@@ -442,7 +445,7 @@ fn route_rows<'a>(
 
 /// The new deliveries with an alert that did not go on: repeats of an event seen before (in
 /// another delivery, or earlier in the group), sorted.
-fn duplicates<'a>(
+pub(super) fn duplicates<'a>(
     group: &[&'a Delivery],
     new_delivery: &[bool],
     live: &[Live],
@@ -469,17 +472,16 @@ fn spike_payload(r: &RoutedAlert<'_>, spike: Spike) -> Result<String, StoreError
     })
 }
 
-/// The answer to each delivery before anything is queued: a duplicate, or stored (counted if
-/// live and a new occurrence).
-fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcome> {
+/// The answer to each delivery of a group commit: a duplicate, or stored (counted if live and
+/// a new occurrence; to be folded if live).
+pub(super) fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcome> {
     let mut outcomes: Vec<IngestOutcome> = new_delivery
         .iter()
         .map(|&new| {
             if new {
                 IngestOutcome::Stored {
                     counted: false,
-                    queued: 0,
-                    follow_up_due: false,
+                    to_fold: false,
                 }
             } else {
                 IngestOutcome::DuplicateDelivery
@@ -489,11 +491,56 @@ fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcome> {
     for l in live {
         outcomes[l.index] = IngestOutcome::Stored {
             counted: l.counted,
-            queued: 0,
-            follow_up_due: false,
+            to_fold: true,
         };
     }
     outcomes
+}
+
+/// A delivery's alert and routed targets as a fold queue row's `payload` holds them.
+#[derive(serde::Serialize)]
+struct FoldPayloadRef<'a> {
+    alert: &'a Alert,
+    targets: &'a [Target],
+}
+
+/// A fold queue row's `payload`, read back.
+#[derive(serde::Deserialize)]
+pub(super) struct FoldPayload {
+    pub(super) alert: Alert,
+    pub(super) targets: Vec<Target>,
+}
+
+/// A row for the fold queue: a live delivery of a group commit.
+pub(super) struct FoldRow<'a> {
+    pub(super) delivery: &'a [u8; 32],
+    pub(super) received_at: i64,
+    pub(super) counted: bool,
+    pub(super) payload: String,
+}
+
+/// The fold queue rows of the live deliveries, in group order (their ids keep it).
+pub(super) fn fold_rows<'a>(
+    group: &[&'a Delivery],
+    live: &[Live],
+) -> Result<Vec<FoldRow<'a>>, StoreError> {
+    live.iter()
+        .map(|l| {
+            let d = group[l.index];
+            let alert = d.alert.as_ref().expect("live deliveries have an alert");
+            let payload = serde_json::to_string(&FoldPayloadRef {
+                alert,
+                targets: &d.targets,
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(FoldRow {
+                delivery: &d.body_sha256,
+                received_at: d.received_at_ms,
+                counted: l.counted,
+                payload,
+            })
+        })
+        .collect()
 }
 
 /// Occurrences per issue, UTC day and environment (`""` for none).

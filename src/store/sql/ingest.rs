@@ -1,31 +1,15 @@
-//! Group commit, the SQL half: [`SqlStore::apply_group`] and its statements. Claims (inserts
-//! that return what they inserted, so that two replicas cannot both claim a delivery or an
-//! event), the issues upsert, the locked read of the cooldowns and mutes; then the storm
-//! planner decides in memory (`group.rs` turns its plan into rows); then one multi-row write
-//! per table.
+//! Group commit on the request path: [`SqlStore::apply_group`] and its statements. Claims
+//! (inserts that return what they inserted, so that two replicas cannot both claim a delivery
+//! or an event), then the fold queue rows of the deliveries that go on. Nothing here reads or
+//! writes a row that another delivery shares: the leader folds the queue (`fold.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use sqlx::query_builder::Separated;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-use super::group::{self, GroupRows, IssueRow};
-use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value};
+use super::group;
+use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value, values};
 use crate::store::{Delivery, IngestOutcome, StoreError};
-use crate::storm::{self, MuteState, PairState};
-
-/// `head` (a statement up to `VALUES`), one `(…)` per row as `bind` pushes it, then `tail`.
-fn values<DB: Backend, T>(
-    head: &str,
-    rows: &[T],
-    bind: impl Fn(Separated<'_, DB, &'static str>, &T),
-    tail: &str,
-) -> QueryBuilder<DB> {
-    let mut q = QueryBuilder::<DB>::new(head);
-    q.push_values(rows, bind);
-    q.push(tail);
-    q
-}
 
 impl<DB> SqlStore<DB>
 where
@@ -42,10 +26,10 @@ where
     usize: ColumnIndex<DB::Row>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
-    /// Applies a group of deliveries with a fixed number of statements, whatever its size: the
-    /// decisions (duplicate? new event? cooldown?) are made in memory from a few reads, in
-    /// delivery order, exactly as if each delivery had been applied alone; then every table gets
-    /// one multi-row write.
+    /// Commits a group of deliveries on the request path with a fixed number of statements,
+    /// whatever its size, touching no row another delivery shares: each delivery's own row,
+    /// its event id's claim, and for those that go on, a fold queue row. Decisions are made in
+    /// memory in delivery order, exactly as if each delivery had been applied alone.
     pub(super) async fn apply_group(
         conn: &mut DB::Connection,
         group: &[&Delivery],
@@ -56,22 +40,9 @@ where
         let new_delivery = group::new_deliveries(group, inserted);
         let new_events = Self::claim_events(conn, group, &new_delivery).await?;
         let live = group::live_deliveries(group, &new_delivery, new_events);
-        Self::upsert_issues(conn, &group::issue_rows(group, &live)).await?;
-        // The cooldown and mute of every (issue, channel) an occurrence goes to, held until
-        // commit.
-        // Issue notices and comments go where the issue's occurrences went.
-        let earlier = Self::read_earlier_targets(conn, &group::followers(group, &live)).await?;
-        let followed = group::followed(group, &live, &earlier);
-        let routed = group::routed(group, &live, &followed);
-        let pairs = group::occurrence_pairs(&routed);
-        let stored = Self::read_cooldowns(conn, &pairs).await?;
-        let mutes = Self::read_mutes(conn, &pairs).await?;
-        // Decide, in order: outbox rows, folds, holds, spikes, and the counters they imply.
-        let planned: Vec<storm::Routed> = routed.iter().map(|r| r.planned()).collect();
-        let plan = storm::plan_ingest(&planned, stored, mutes);
-        let rows = GroupRows::build(group, &new_delivery, &live, &routed, plan)?;
-        Self::write_group(conn, &rows).await?;
-        Ok(rows.outcomes)
+        Self::queue_folds(conn, &group::fold_rows(group, &live)?).await?;
+        Self::mark_duplicates(conn, &group::duplicates(group, &new_delivery, &live)).await?;
+        Ok(group::outcomes(&new_delivery, &live))
     }
 
     /// Inserts the group's deliveries (sorted by body, the order their row locks are taken
@@ -137,281 +108,21 @@ where
         Ok(new_events)
     }
 
-    /// Issue metadata, one row per issue. A comment (`described = 0`) does not rename the
-    /// issue; the first delivery that describes an issue known only from comments does.
-    async fn upsert_issues(
+    /// Appends the live deliveries to the fold queue, in group order.
+    async fn queue_folds(
         conn: &mut DB::Connection,
-        issues: &[IssueRow<'_>],
+        rows: &[group::FoldRow<'_>],
     ) -> Result<(), StoreError> {
-        for chunk in issues.chunks(ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = values(
-                "INSERT INTO issues (issue_key, project, title, culprit, level, short_id, issue_url,
-                                     first_seen, last_seen, sentry_count, sentry_first_seen, resolved_at,
-                                     described, status, assignee, state_by, state_at) ",
+                "INSERT INTO fold_queue (body_sha256, received_at, counted, payload) ",
                 chunk,
                 |mut b, row| {
-                    b.push_bind(row.issue_key.to_string())
-                        .push_bind(row.project.to_string())
-                        .push_bind(row.title.to_string())
-                        .push_bind(row.culprit.map(str::to_string))
-                        .push_bind(row.level)
-                        .push_bind(row.short_id.map(str::to_string))
-                        .push_bind(row.issue_url.map(str::to_string))
-                        .push_bind(row.first_seen)
-                        .push_bind(row.last_seen)
-                        .push_bind(row.sentry_count)
-                        .push_bind(row.sentry_first_seen)
-                        .push_bind(row.resolved_at)
-                        .push_bind(i64::from(row.describes));
-                    let state = row.state.as_ref();
-                    b.push_bind(state.map(group::status_json))
-                        .push_bind(state.and_then(|s| s.assignee.clone()))
-                        .push_bind(state.and_then(|s| s.by.clone()))
-                        .push_bind(state.and_then(|s| s.at_ms));
-                },
-                " ON CONFLICT (issue_key) DO UPDATE SET
-                    project = CASE WHEN excluded.described = 1 OR issues.described = 0
-                              THEN excluded.project ELSE issues.project END,
-                    title = CASE WHEN excluded.described = 1 OR issues.described = 0
-                            THEN excluded.title ELSE issues.title END,
-                    culprit = COALESCE(excluded.culprit, issues.culprit),
-                    level = CASE WHEN excluded.described = 1 OR issues.described = 0
-                            THEN excluded.level ELSE issues.level END,
-                    described = CASE WHEN excluded.described = 1 THEN 1 ELSE issues.described END,
-                    short_id = COALESCE(excluded.short_id, issues.short_id),
-                    issue_url = COALESCE(excluded.issue_url, issues.issue_url),
-                    first_seen = CASE WHEN excluded.first_seen < issues.first_seen
-                                  THEN excluded.first_seen ELSE issues.first_seen END,
-                    last_seen = CASE WHEN excluded.last_seen > issues.last_seen
-                                 THEN excluded.last_seen ELSE issues.last_seen END,
-                    sentry_count = COALESCE(excluded.sentry_count, issues.sentry_count),
-                    sentry_first_seen = COALESCE(excluded.sentry_first_seen, issues.sentry_first_seen),
-                    resolved_at = COALESCE(excluded.resolved_at, issues.resolved_at),
-                    previous_status = CASE WHEN excluded.status IS NULL
-                                      OR excluded.status = issues.status
-                                      THEN issues.previous_status ELSE issues.status END,
-                    status = COALESCE(excluded.status, issues.status),
-                    assignee = CASE WHEN excluded.status IS NULL THEN issues.assignee
-                               ELSE excluded.assignee END,
-                    state_by = CASE WHEN excluded.status IS NULL THEN issues.state_by
-                               WHEN excluded.state_by IS NULL AND excluded.status = issues.status
-                               THEN issues.state_by ELSE excluded.state_by END,
-                    state_at = CASE WHEN excluded.status IS NULL THEN issues.state_at
-                               WHEN excluded.state_by IS NULL AND excluded.status = issues.status
-                               THEN issues.state_at ELSE excluded.state_at END",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    /// Locks the cooldowns of `pairs` (sorted) for the rest of the transaction and reads those
-    /// that exist.
-    async fn read_cooldowns(
-        conn: &mut DB::Connection,
-        pairs: &[(String, String)],
-    ) -> Result<HashMap<(String, String), PairState>, StoreError> {
-        DB::lock_pairs(&mut *conn, pairs).await?;
-        let mut stored = HashMap::new();
-        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = Self::rows_of_pairs(
-                "SELECT issue_key, channel, cooldown_secs, cooldown_until, folded, folded_since,
-                        window_count, spiked
-                 FROM issue_channels",
-                chunk,
-            );
-            for r in q.build().fetch_all(&mut *conn).await? {
-                stored.insert((r.get("issue_key"), r.get("channel")), Self::pair_state(&r));
-            }
-        }
-        Ok(stored)
-    }
-
-    /// The route decision of every channel each of `issues` (sorted) was posted in.
-    async fn read_earlier_targets(
-        conn: &mut DB::Connection,
-        issues: &[&str],
-    ) -> Result<HashMap<String, Vec<crate::routing::Target>>, StoreError> {
-        let mut earlier: HashMap<String, Vec<crate::routing::Target>> = HashMap::new();
-        for chunk in issues.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<DB>::new(
-                "SELECT issue_key, channel, payload FROM issue_channels WHERE issue_key IN (",
-            );
-            let mut sep = q.separated(", ");
-            for issue in chunk {
-                sep.push_bind(issue.to_string());
-            }
-            q.push(") ORDER BY issue_key, channel");
-            for r in q.build().fetch_all(&mut *conn).await? {
-                let issue: String = r.get("issue_key");
-                let target = super::target_of(&issue, &r.get::<String, _>("payload"))?;
-                earlier.entry(issue).or_default().push(target);
-            }
-        }
-        Ok(earlier)
-    }
-
-    /// `select` (a table keyed by issue and channel) limited to the rows of `pairs`:
-    /// `… WHERE (issue_key, channel) IN (($1, $2), …)`.
-    fn rows_of_pairs(select: &str, pairs: &[(String, String)]) -> QueryBuilder<DB> {
-        let mut q = QueryBuilder::<DB>::new(select);
-        q.push(" WHERE (issue_key, channel) IN (");
-        let mut sep = q.separated(", ");
-        for (issue, channel) in pairs {
-            sep.push("(")
-                .push_bind_unseparated(issue.clone())
-                .push_unseparated(", ")
-                .push_bind_unseparated(channel.clone())
-                .push_unseparated(")");
-        }
-        q.push(")");
-        q
-    }
-
-    /// Reads the mutes of `pairs` (sorted, locked by [`Self::read_cooldowns`]), ended or not:
-    /// the planner holds only what arrives before a mute's end.
-    async fn read_mutes(
-        conn: &mut DB::Connection,
-        pairs: &[(String, String)],
-    ) -> Result<HashMap<(String, String), MuteState>, StoreError> {
-        let mut mutes = HashMap::new();
-        for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = Self::rows_of_pairs(
-                "SELECT issue_key, channel, until_at, held, held_since FROM mutes",
-                chunk,
-            );
-            for r in q.build().fetch_all(&mut *conn).await? {
-                mutes.insert((r.get("issue_key"), r.get("channel")), Self::mute_state(&r));
-            }
-        }
-        Ok(mutes)
-    }
-
-    /// Writes what was decided: one multi-row statement per table, each sorted by its key.
-    async fn write_group(
-        conn: &mut DB::Connection,
-        rows: &GroupRows<'_>,
-    ) -> Result<(), StoreError> {
-        for chunk in rows.day_counts.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "INSERT INTO day_counts (issue_key, day, environment, count) ",
-                chunk,
-                |mut b, ((issue, day, env), n)| {
-                    b.push_bind(issue.to_string())
-                        .push_bind(*day)
-                        .push_bind(env.to_string())
-                        .push_bind(*n);
-                },
-                " ON CONFLICT (issue_key, day, environment) DO UPDATE SET count = day_counts.count + excluded.count",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        for chunk in rows.channel_days.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "INSERT INTO channel_day_counts (channel, day, issue_key, environment, project,
-                                                 occurrences, folded, notices) ",
-                chunk,
-                |mut b, ((channel, day, issue, env), row)| {
-                    b.push_bind(channel.to_string())
-                        .push_bind(*day)
-                        .push_bind(issue.to_string())
-                        .push_bind(env.to_string())
-                        .push_bind(row.project.to_string())
-                        .push_bind(row.occurrences)
-                        .push_bind(row.folded)
-                        .push_bind(row.notices);
-                },
-                " ON CONFLICT (channel, day, issue_key, environment) DO UPDATE SET
-                    occurrences = channel_day_counts.occurrences + excluded.occurrences,
-                    folded = channel_day_counts.folded + excluded.folded,
-                    notices = channel_day_counts.notices + excluded.notices,
-                    project = excluded.project",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        Self::write_cooldowns_and_outbox(conn, rows).await?;
-        Self::write_trail(conn, rows).await?;
-        Self::write_counters(conn, rows).await?;
-        // The leader's delivery worker hears of new rows, and of follow-ups newly due.
-        let due = rows.outcomes.iter().any(|o| {
-            matches!(
-                o,
-                IngestOutcome::Stored {
-                    follow_up_due: true,
-                    ..
-                }
-            )
-        });
-        if !rows.outbox.is_empty() || due {
-            DB::announce_queued(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    /// The changed cooldowns, then the outbox rows in group order.
-    async fn write_cooldowns_and_outbox(
-        conn: &mut DB::Connection,
-        rows: &GroupRows<'_>,
-    ) -> Result<(), StoreError> {
-        for chunk in rows.cooldowns.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "INSERT INTO issue_channels (issue_key, channel, cooldown_secs, cooldown_until, folded,
-                                             folded_since, window_count, spiked, payload) ",
-                chunk,
-                |mut b, ((issue, channel), row)| {
-                    b.push_bind(issue.clone())
-                        .push_bind(channel.clone())
-                        .push_bind(row.cooldown_secs)
-                        .push_bind(row.cooldown_until)
-                        .push_bind(row.folded)
-                        .push_bind(row.folded_since)
-                        .push_bind(row.window_count)
-                        .push_bind(row.spiked)
+                    b.push_bind(row.delivery.to_vec())
+                        .push_bind(row.received_at)
+                        .push_bind(i64::from(row.counted))
                         .push_bind(row.payload.clone());
                 },
-                " ON CONFLICT (issue_key, channel) DO UPDATE SET
-                    cooldown_secs = excluded.cooldown_secs,
-                    cooldown_until = excluded.cooldown_until,
-                    folded = excluded.folded,
-                    folded_since = excluded.folded_since,
-                    window_count = excluded.window_count,
-                    spiked = excluded.spiked,
-                    payload = excluded.payload",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        // What the mutes hold; their rows exist (read under the pair locks), and their ends
-        // are left as they are.
-        for chunk in rows.mutes.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "WITH h (issue_key, channel, held, held_since) AS (",
-                chunk,
-                |mut b, ((issue, channel), row)| {
-                    b.push_bind(issue.clone())
-                        .push_bind(channel.clone())
-                        .push_bind(row.held)
-                        .push_bind(row.held_since);
-                },
-                ") UPDATE mutes SET held = h.held, held_since = h.held_since FROM h
-                   WHERE mutes.issue_key = h.issue_key AND mutes.channel = h.channel",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        for chunk in rows.outbox.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "INSERT INTO outbox (delivery, channel, issue_key, kind, payload, occurrences,
-                                     created_at, next_attempt_at) ",
-                chunk,
-                |mut b, row| {
-                    b.push_bind(row.delivery.to_vec())
-                        .push_bind(row.channel.to_string())
-                        .push_bind(row.issue_key.to_string())
-                        .push_bind(row.kind)
-                        .push_bind(row.payload.clone())
-                        .push_bind(row.occurrences)
-                        .push_bind(row.now)
-                        .push_bind(row.now);
-                },
                 "",
             );
             q.build().execute(&mut *conn).await?;
@@ -419,28 +130,13 @@ where
         Ok(())
     }
 
-    /// The trail of the group's deliveries for the status page: where each went, and which
-    /// repeated an event seen before (an `UPDATE` only in a group that has such).
-    async fn write_trail(
+    /// Marks the new deliveries that repeat an event seen before (`outcome` = `duplicate`):
+    /// their own rows, for the status page.
+    async fn mark_duplicates(
         conn: &mut DB::Connection,
-        rows: &GroupRows<'_>,
+        bodies: &[&[u8; 32]],
     ) -> Result<(), StoreError> {
-        for chunk in rows.routes.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "INSERT INTO delivery_routes (body_sha256, channel, route, decision, received_at) ",
-                chunk,
-                |mut b, row| {
-                    b.push_bind(row.delivery.to_vec())
-                        .push_bind(row.channel.to_string())
-                        .push_bind(row.route.map(str::to_string))
-                        .push_bind(row.decision)
-                        .push_bind(row.received_at);
-                },
-                "",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        for chunk in rows.duplicates.chunks(ROWS_PER_STATEMENT) {
+        for chunk in bodies.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<DB>::new(
                 "UPDATE deliveries SET outcome = 'duplicate' WHERE body_sha256 IN (",
             );
@@ -452,51 +148,5 @@ where
             q.build().execute(&mut *conn).await?;
         }
         Ok(())
-    }
-
-    /// Last, the per-channel counters: every group of every replica updates these few rows,
-    /// so their row locks are taken as late, and held as briefly, as the transaction allows.
-    async fn write_counters(
-        conn: &mut DB::Connection,
-        rows: &GroupRows<'_>,
-    ) -> Result<(), StoreError> {
-        for chunk in rows.counters.chunks(ROWS_PER_STATEMENT) {
-            let mut q = values(
-                "INSERT INTO channel_counters (channel, occurrences_routed, occurrences_folded) ",
-                chunk,
-                |mut b, (channel, (routed, folded))| {
-                    b.push_bind(channel.clone())
-                        .push_bind(*routed)
-                        .push_bind(*folded);
-                },
-                " ON CONFLICT (channel) DO UPDATE SET
-                    occurrences_routed = channel_counters.occurrences_routed + excluded.occurrences_routed,
-                    occurrences_folded = channel_counters.occurrences_folded + excluded.occurrences_folded",
-            );
-            q.build().execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-
-    /// A stored cooldown, from an `issue_channels` row with `cooldown_secs`, `cooldown_until`,
-    /// `folded`, `folded_since`, `window_count` and `spiked`.
-    pub(super) fn pair_state(r: &DB::Row) -> PairState {
-        PairState {
-            cooldown_secs: r.get::<i64, _>("cooldown_secs").max(0) as u64,
-            cooldown_until_ms: r.get("cooldown_until"),
-            folded: r.get::<i64, _>("folded").max(0) as u64,
-            folded_since_ms: r.get("folded_since"),
-            window: r.get::<i64, _>("window_count").max(0) as u64,
-            spiked: r.get::<i64, _>("spiked").max(0) as u64,
-        }
-    }
-
-    /// A stored mute, from a `mutes` row with `until_at`, `held` and `held_since`.
-    pub(super) fn mute_state(r: &DB::Row) -> MuteState {
-        MuteState {
-            until_ms: r.get("until_at"),
-            held: r.get::<i64, _>("held").max(0) as u64,
-            held_since_ms: r.get("held_since"),
-        }
     }
 }

@@ -5,9 +5,12 @@
 //!
 //! - `mod.rs`: [`SqlStore`], the committer task, and the [`Store`] impl, each method of which
 //!   runs the inherent method of the same name in one of the files below.
-//! - `ingest.rs`: group commit, the SQL half: claims, reads, and one multi-row write per table.
-//! - `group.rs`: group commit, the in-memory half: from what the claims and reads returned and
-//!   what [`crate::storm::plan_ingest`] decided to the rows each table gets.
+//! - `ingest.rs`: group commit on the request path: claims of deliveries and events, and the
+//!   fold queue rows of those that go on. No row another delivery shares.
+//! - `fold.rs`: the fold, the SQL half (the leader's): a batch of the fold queue, the reads of
+//!   issues, cooldowns and mutes, and one multi-row write per table.
+//! - `group.rs`: ingest and fold, the in-memory halves: from what the claims and reads
+//!   returned and what [`crate::storm::plan_ingest`] decided to the rows each table gets.
 //! - `outbox.rs`: the outbox's life after ingest: due rows, sent, rescheduled, dead-lettered,
 //!   rolled up; ended cooldowns; digests and ops notices queued.
 //! - `mutes.rs`: mutes set, ended (now, or at expiry with their "held back" follow-up) and
@@ -23,18 +26,24 @@
 //! made in memory in delivery order (see `ingest.rs`), and each table gets one multi-row
 //! write, so the number of database round trips per group does not grow with its size. A
 //! failed group fails every delivery in it (each caller answers 503; nothing of the group was
-//! acknowledged).
+//! acknowledged). A group that queued deliveries to fold is announced (on PostgreSQL, by a
+//! `NOTIFY` sent after the commit, not in it: a `NOTIFY` in a transaction serialises every
+//! committing transaction that sends one).
 //!
-//! **Several writers.** On PostgreSQL several replicas commit at once. Counters are updated
-//! with `x = x + excluded.x`, so concurrent groups add up; the one read-decide-write step, the
-//! cooldown of an (issue, channel) pair, runs under [`Backend::lock_pairs`]. Every multi-row
-//! write is sorted by its key, so two groups take row locks in the same order and cannot
+//! **Several writers.** On PostgreSQL several replicas commit at once. Their group commits
+//! only insert rows keyed by the delivery, its event id, or a sequence (the fold queue), so
+//! they never wait for one another. The shared rows (issues, day counts, cooldowns, channel
+//! counters) are written by the fold, on the leader; its one read-decide-write step, the
+//! cooldown of an (issue, channel) pair, runs under [`Backend::lock_pairs`] against the other
+//! writers of cooldowns (the release of ended cooldowns, mutes). Every multi-row write is
+//! sorted by its key, so two transactions take row locks in the same order and cannot
 //! deadlock.
 //!
 //! **Write transactions** all go through [`WriteConn::acquire`] and end with
 //! [`WriteConn::committed`] (see `writer.rs`): a connection whose transaction failed is closed,
 //! never reused.
 
+mod fold;
 mod group;
 mod ingest;
 mod interact;
@@ -44,14 +53,17 @@ mod queries;
 mod status;
 
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::query_builder::Separated;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{WriteConn, WriteHealth};
 use super::{
     ChannelActivity, ChannelDay, ChannelNow, ChannelTotals, DeadLetter, DeadLetterFilter, Delivery,
-    DeliveryCursor, DeliveryTrail, IngestOutcome, IssueInfo, OutboxItem, OutboxMessage,
-    SlackThread, Store, StoreError,
+    DeliveryCursor, DeliveryTrail, FoldBacklog, FoldReport, IngestOutcome, IssueInfo, OutboxItem,
+    OutboxMessage, SlackThread, Store, StoreError,
 };
 use crate::counts::IssueStats;
 use crate::storm::RollUp;
@@ -84,8 +96,28 @@ pub trait Backend: Database {
     /// so it is sent at commit). SQLite has one process, which wakes its worker itself.
     async fn announce_queued(conn: &mut Self::Connection) -> Result<(), sqlx::Error>;
 
+    /// Tells the leader, wherever it runs, that deliveries wait to be folded (on its own, after
+    /// the commit). SQLite has one process, which wakes its fold loop itself.
+    async fn announce_fold(pool: &Pool<Self>) -> Result<(), sqlx::Error>;
+
+    /// What ends the fold's read of its batch: a row lock on PostgreSQL (see `fold.rs`).
+    const LOCK_ROWS: &'static str;
+
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// `head` (a statement up to `VALUES`), one `(…)` per row as `bind` pushes it, then `tail`.
+fn values<DB: Backend, T>(
+    head: &str,
+    rows: &[T],
+    bind: impl Fn(Separated<'_, DB, &'static str>, &T),
+    tail: &str,
+) -> QueryBuilder<DB> {
+    let mut q = QueryBuilder::<DB>::new(head);
+    q.push_values(rows, bind);
+    q.push(tail);
+    q
 }
 
 /// A value sqlx can bind as a parameter on `DB`.
@@ -146,7 +178,10 @@ where
     pub(super) fn from_pools(writer: Pool<DB>, reader: Pool<DB>, replace_failed: bool) -> Self {
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
         let health = WriteHealth::new(replace_failed);
-        tokio::spawn(Self::committer(writer.clone(), health.clone(), rx));
+        // One announcement pending at most: groups committed while one is sent share the next.
+        let (to_fold, announcements) = mpsc::channel(1);
+        tokio::spawn(Self::committer(writer.clone(), health.clone(), rx, to_fold));
+        tokio::spawn(Self::fold_announcer(writer.clone(), announcements));
         Self {
             writer,
             reader,
@@ -155,19 +190,48 @@ where
         }
     }
 
-    /// Commits waiting deliveries in groups until every sender is gone.
+    /// Commits waiting deliveries in groups until every sender is gone; after a group that
+    /// queued deliveries to fold, asks `to_fold` to announce them.
     async fn committer(
         pool: Pool<DB>,
         health: WriteHealth,
         mut rx: mpsc::Receiver<(Delivery, Reply)>,
+        to_fold: mpsc::Sender<()>,
     ) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
             let results = Self::commit_group(&pool, &health, &group).await;
+            let folds = results
+                .iter()
+                .any(|r| matches!(r, Ok(IngestOutcome::Stored { to_fold: true, .. })));
+            if folds {
+                // Full: an announcement is pending, and covers this group too.
+                let _ = to_fold.try_send(());
+            }
             for ((_, reply), result) in group.drain(..).zip(results) {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Sends the announcements the committer asks for, one at a time, until it is gone. A
+    /// lost announcement only delays the fold until the leader's next poll.
+    async fn fold_announcer(pool: Pool<DB>, mut asks: mpsc::Receiver<()>) {
+        while asks.recv().await.is_some() {
+            if let Err(err) = DB::announce_fold(&pool).await {
+                tracing::debug!(error = %err, "store: fold announcement not sent");
+            }
+        }
+    }
+
+    /// One fold batch in one write transaction (see [`Store::fold`]).
+    async fn fold(&self, limit: u32) -> Result<FoldReport, StoreError> {
+        let mut w = WriteConn::acquire(&self.writer, &self.health).await?;
+        let mut tx = w.begin().await?;
+        let report = Self::fold_batch(&mut tx, limit).await?;
+        tx.commit().await?;
+        w.committed();
+        Ok(report)
     }
 
     /// One transaction for the whole group; one result per delivery, in order. A failure fails
@@ -273,6 +337,14 @@ where
 
     async fn is_known_delivery(&self, body_sha256: &[u8; 32]) -> Result<bool, StoreError> {
         self.is_known_delivery(body_sha256).await
+    }
+
+    async fn fold(&self, limit: u32) -> Result<FoldReport, StoreError> {
+        self.fold(limit).await
+    }
+
+    async fn fold_backlog(&self) -> Result<FoldBacklog, StoreError> {
+        self.fold_backlog().await
     }
 
     async fn release_cooldowns(&self, now_ms: i64) -> Result<usize, StoreError> {

@@ -57,7 +57,10 @@ where
     ) -> Result<Vec<DeliveryTrail>, StoreError> {
         let mut q = QueryBuilder::<DB>::new(
             "SELECT d.body_sha256, d.resource, d.request_id, d.received_at, d.outcome,
-                    d.event_id, d.issue_key, d.project, d.environment, i.title
+                    d.event_id, d.issue_key, d.project, d.environment, i.title,
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM fold_queue AS f
+                                           WHERE f.body_sha256 = d.body_sha256)
+                         THEN 1 ELSE 0 END AS BIGINT) AS folding
              FROM deliveries AS d LEFT JOIN issues AS i ON i.issue_key = d.issue_key",
         );
         if let Some(c) = before {
@@ -119,6 +122,7 @@ where
             project: r.get("project"),
             environment: r.get("environment"),
             title: r.get("title"),
+            folding: r.get::<i64, _>("folding") != 0,
             routes: Vec::new(),
         })
     }

@@ -42,6 +42,7 @@ async fn assert_all_kept(store: &dyn Store, acked: &[usize]) {
             "acknowledged delivery {i} was lost"
         );
     }
+    fold_all(store).await;
     let stats = store.issue_stats("full", T0).await.unwrap();
     assert_eq!(stats.week(), acked.len() as u64, "counted once each");
     let totals = store.channel_totals("chan").await.unwrap();

@@ -61,7 +61,7 @@ pub(super) async fn a_delivery_s_trail_follows_its_messages(store: &dyn Store) {
     );
     d.request_id = Some("req-1".into());
     d.targets[1].route = Some("payments".into());
-    store.ingest(d.clone()).await.unwrap();
+    ingest(store, d.clone()).await.unwrap();
     let t = trail(store, "t1").await;
     assert_eq!(
         t,
@@ -78,6 +78,7 @@ pub(super) async fn a_delivery_s_trail_follows_its_messages(store: &dyn Store) {
             project: Some("checkout".into()),
             environment: Some("production".into()),
             title: Some("PaymentError".into()),
+            folding: false,
             routes: vec![
                 DeliveryRoute {
                     channel: "alpha".into(),
@@ -94,17 +95,14 @@ pub(super) async fn a_delivery_s_trail_follows_its_messages(store: &dyn Store) {
         "routes in channel order"
     );
     // The same body again changes nothing; the same event in another body is a duplicate.
-    assert_eq!(
-        store.ingest(d).await.unwrap(),
-        IngestOutcome::DuplicateDelivery
-    );
+    assert_eq!(ingest(store, d).await.unwrap(), Ingested::DuplicateDelivery);
     let again = delivery(
         "t1-again",
         T0 + 1,
         Some(alert("s1", Some("s1-e1"))),
         &["alpha"],
     );
-    store.ingest(again).await.unwrap();
+    ingest(store, again).await.unwrap();
     let dup = trail(store, "t1-again").await;
     assert_eq!(
         (
@@ -116,7 +114,7 @@ pub(super) async fn a_delivery_s_trail_follows_its_messages(store: &dyn Store) {
         "a repeated event is neither counted nor routed"
     );
     let ignored = delivery("t-install", T0 + 2, None, &[]);
-    store.ingest(ignored).await.unwrap();
+    ingest(store, ignored).await.unwrap();
     let ignored = trail(store, "t-install").await;
     assert_eq!(
         (ignored.outcome.as_str(), ignored.issue_key, ignored.routes),
@@ -161,7 +159,7 @@ pub(super) async fn a_delivery_s_trail_follows_its_messages(store: &dyn Store) {
         Some(alert("s1", Some("s1-e2"))),
         &["alpha", "beta"],
     );
-    store.ingest(repeat).await.unwrap();
+    ingest(store, repeat).await.unwrap();
     assert_eq!(
         fates(store, "t2").await,
         [
@@ -171,7 +169,7 @@ pub(super) async fn a_delivery_s_trail_follows_its_messages(store: &dyn Store) {
     );
     // An issue notice goes where the issue went, placed by no route.
     let notice = delivery("t3", T0 + 2000, Some(alert("s1", None)), &["elsewhere"]);
-    store.ingest(notice).await.unwrap();
+    ingest(store, notice).await.unwrap();
     let pending = |channel: &str| DeliveryRoute {
         channel: channel.into(),
         route: None,
@@ -194,7 +192,7 @@ pub(super) async fn muted_and_rolled_up_deliveries_say_so(store: &dyn Store) {
         Some(alert("s2", Some("m1"))),
         &["alpha", "beta"],
     );
-    store.ingest(held).await.unwrap();
+    ingest(store, held).await.unwrap();
     assert_eq!(
         fates(store, "m1").await,
         [
@@ -211,7 +209,7 @@ pub(super) async fn muted_and_rolled_up_deliveries_say_so(store: &dyn Store) {
             Some(alert(&format!("s3-{i}"), Some(&format!("r{i}")))),
             &["gamma"],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     let items = store.channel_outbox("gamma").await.unwrap();
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
@@ -255,7 +253,7 @@ pub(super) async fn deliveries_page_newest_first_without_overlap(store: &dyn Sto
             received_at_ms: at,
             body_sha256: d.body_sha256,
         });
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     expected.sort_by_key(|c| std::cmp::Reverse((c.received_at_ms, c.body_sha256)));
     let mut seen: Vec<DeliveryCursor> = Vec::new();
@@ -281,7 +279,7 @@ pub(super) async fn channel_now_shows_the_hold_and_the_day_s_posts(store: &dyn S
             Some(alert(&format!("cn-{i}"), Some(&name))),
             &["chan"],
         );
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
     }
     let due = store.due_outbox(T0, 10).await.unwrap();
     let day_start = T0 + 1_000;
@@ -328,7 +326,7 @@ async fn kill(store: &dyn Store, letters: &[(&str, &str, i64)]) -> Vec<i64> {
     let mut ids = Vec::new();
     for &(name, channel, at) in letters {
         let d = delivery(name, T0, Some(alert(name, Some(name))), &[channel]);
-        store.ingest(d).await.unwrap();
+        ingest(store, d).await.unwrap();
         let row = waiting(store, channel, name).await;
         let refusal = crate::slack::Refusal::new("invalid_blocks", "invalid_blocks");
         store.dead_letter(row.id, 1, at, &refusal).await.unwrap();
@@ -546,13 +544,13 @@ pub(super) async fn pruned_deliveries_take_their_trail_along(store: &dyn Store) 
         Some(alert("po", Some("po"))),
         &["chan"],
     );
-    store.ingest(old.clone()).await.unwrap();
+    ingest(store, old.clone()).await.unwrap();
     store.prune(T0, 90).await.unwrap();
     assert!(store.recent_deliveries(None, 10).await.unwrap().is_empty());
     // The same body once more is a new delivery, routed anew.
     assert!(matches!(
-        store.ingest(old).await.unwrap(),
-        IngestOutcome::Stored { .. }
+        ingest(store, old).await.unwrap(),
+        Ingested::Stored { .. }
     ));
     let routes = trail(store, "old").await.routes;
     assert_eq!(routes.len(), 1);

@@ -330,13 +330,19 @@ impl TestServer {
     /// left in flight: whatever was due by then has been sent, and nothing more will be
     /// until the clock moves again or a delivery arrives.
     ///
-    /// It first waits until no channel is being sent: `slack.timeout` runs on this clock, so
-    /// a jump past it would time out a send whose answer is on its way.
+    /// It first waits until every delivery is folded (the messages it queues are then in the
+    /// outbox) and no channel is being sent: `slack.timeout` runs on this clock, so a jump past
+    /// it would time out a send whose answer is on its way.
     pub async fn advance_and_settle(&self, by: Duration) {
         assert!(
             by >= Duration::from_secs(2),
             "advance at least one idle poll"
         );
+        eventually(Duration::from_secs(10), "every delivery folded", || async {
+            let pending = self.metric("sluice_fold_pending").await.unwrap_or(0.0);
+            (pending == 0.0).then_some(())
+        })
+        .await;
         eventually(Duration::from_secs(10), "no send in flight", || async {
             let in_flight = self
                 .metric("sluice_delivery_channels_in_flight")
@@ -588,7 +594,8 @@ pub fn max_in_window(received: &[fake_slack::Received], path: &str, window: Dura
 }
 
 /// Commits `n` occurrences of one front-end staging issue, routed to `errors` (a digest
-/// channel), as if they had arrived `days_ago` days before `now` (Unix ms).
+/// channel), as if they had arrived `days_ago` days before `now` (Unix ms), and folds them as
+/// the leader would.
 pub async fn seed_occurrences(store: &dyn sluice::store::Store, now: i64, days_ago: i64, n: usize) {
     use sha2::Digest as _;
     const DAY_MS: i64 = 86_400_000;
@@ -623,4 +630,5 @@ pub async fn seed_occurrences(store: &dyn sluice::store::Store, now: i64, days_a
         };
         store.ingest(delivery).await.unwrap();
     }
+    while store.fold(1024).await.unwrap().deliveries() > 0 {}
 }
