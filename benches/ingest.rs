@@ -30,17 +30,38 @@
 //!   request *i* of the stream to replica *i* mod 3 (a simple round-robin on loopback), still
 //!   64 requests in flight in all. Its RSS column is the SUM of the three processes' peaks;
 //!   the per-process peaks are printed below the table. Every replica must answer `/readyz`
-//!   with 200, and one of them must report `"role":"leader"`, before the load starts.
+//!   with 200, and one of them must report `"role":"leader"`, before the load starts. Every
+//!   PostgreSQL row also prints who used the cores during the load (from `/proc`): each
+//!   replica, the PostgreSQL server (its postmaster and all its children, when it runs on this
+//!   machine), this process (load generator and sink), and the rest of the machine.
+//! - `sluice (postgres, 1 replica, capped)` and `sluice (postgres, 3 replicas, capped)`: the
+//!   two rows above again, but each `sluice serve` in a cgroup of its own whose CPU bandwidth
+//!   is capped at `BENCH_REPLICA_CPU` of a core (default 0.15: three replicas take 0.45 of the
+//!   machine's cores, leaving the rest to PostgreSQL and the load generator, which run outside
+//!   the caps). Two uncapped replicas on two shared cores cannot show scale-out; capped, each
+//!   replica has a CPU budget of its own, as on a machine of its own. The cap is cgroup v2
+//!   `cpu.max` or cgroup v1 `cpu.cfs_quota_us` (period 100 ms), whichever hierarchy has the
+//!   `cpu` controller (`benches/support/cgroup.rs`); each replica is moved into its group
+//!   right after it is spawned, before it is ready, and the groups are removed after the row.
+//!   Both rows send the same deliveries, each to a fresh scratch database; the ratio
+//!   "3 capped / 1 capped" is printed with its target, with the cap, and how often each
+//!   replica was throttled during the load (the group's `cpu.stat`). During the three-replica
+//!   load a connection of its own samples PostgreSQL's lock waits every 50 ms (`pg_locks` not
+//!   granted, with the relation and the waiting statement; `benches/support/locks.rs`) and
+//!   prints samples taken, samples with a waiter, the most waiters at once and what they
+//!   waited for. Creating cgroups needs root: when not root, or when no hierarchy has the
+//!   `cpu` controller, both rows say `not measured:` and why.
 //!
 //!   The scratch databases are created on `SLUICE_TEST_POSTGRES_URL` when it is set, else on a
 //!   throwaway PostgreSQL server this process starts from the installed binaries and stops when
-//!   it exits (`sluice::testing`), so no server needs to be running. Both PostgreSQL rows are
+//!   it exits (`sluice::testing`), so no server needs to be running. The PostgreSQL rows are
 //!   skipped, with a note, when neither is available.
 //!
-//! Every target gets its own deliveries: signed ~4 KB `event_alert` payloads built from the real
-//! fixture (for Alertmanager, one alert of about the same size carrying the same fields), all
-//! distinct (distinct event ids over 200 issues, 5 projects × 2 environments), each sent exactly
-//! once, from 64 concurrent connections. Any answer other than the target's success status is an
+//! Every target gets its own deliveries (but the two capped rows, which get the same ones):
+//! signed ~4 KB `event_alert` payloads built from the real fixture (for Alertmanager, one alert
+//! of about the same size carrying the same fields), all distinct (distinct event ids over 200
+//! issues, 5 projects × 2 environments), each sent exactly once, from 64 concurrent
+//! connections. Any answer other than the target's success status is an
 //! error. After the load on the SQLite and PostgreSQL rows, Sluice's delivery worker (the
 //! leader's, with replicas) is given time to drain, the delivery accounting is read from
 //! `/metrics` and checked against the load and the sink (every delivery stored once and routed
@@ -52,12 +73,22 @@
 //!   `BENCH_PREFILL` (default 1,000,000) deliveries over the last 90 days, as a store with a
 //!   full retention holds (`benches/support/prefill.rs`); its ratio to the empty store's row is
 //!   printed.
+//! - `storm`: 20,000 events of 50 issues into one channel with the default storm limits, on
+//!   SQLite: what reaches Slack and how fast (at most burst 3 + 1/s), the accounting, the time
+//!   from the storm's first request to Slack's first request (target 2 s), and the fold lag
+//!   (`sluice_fold_lag_seconds`, read every 100 ms): its peak, and how long after the storm's
+//!   last answer it is under 1 s again (target 5 s).
 //!
 //! Knobs (environment): `BENCH_REQUESTS` (default 10000), `BENCH_CONNECTIONS` (default 64),
-//! `SLUICE_BIN` (the `sluice` binary; default: the one `cargo bench` builds along with the
-//! benchmark, `CARGO_BIN_EXE_sluice`), `ALERTMANAGER_BIN` (default `/usr/bin/prometheus-alertmanager`),
-//! `PYTHON` (default `python3`), `SLUICE_TEST_POSTGRES_URL` (a PostgreSQL server to use
-//! instead of a throwaway one).
+//! `BENCH_ROWS` (the rows to run, as comma-separated substrings of their names,
+//! case-insensitive, the storm run being `storm`; default: all, e.g.
+//! `BENCH_ROWS=capped cargo bench --bench ingest` runs the two capped rows only; ratios whose
+//! rows did not run are left out), `BENCH_PREFILL` (default 1000000), `BENCH_REPLICA_CPU` (the
+//! cap of each capped replica, in cores; default 0.15), `SLUICE_BIN` (the `sluice` binary;
+//! default: the one `cargo bench` builds along with the benchmark, `CARGO_BIN_EXE_sluice`),
+//! `ALERTMANAGER_BIN` (default `/usr/bin/prometheus-alertmanager`), `PYTHON` (default
+//! `python3`), `SLUICE_TEST_POSTGRES_URL` (a PostgreSQL server to use instead of a throwaway
+//! one).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,11 +112,17 @@ use tokio::net::TcpListener;
 #[path = "../tests/it/util/mod.rs"]
 mod util;
 
+#[path = "support/cgroup.rs"]
+mod cgroup;
+#[path = "support/locks.rs"]
+mod locks;
 #[path = "support/numbers.rs"]
 mod numbers;
 #[path = "support/prefill.rs"]
 mod prefill;
 
+use cgroup::{CpuCaps, CpuGroup, CpuTimes, Throttling};
+use locks::LockSampler;
 use numbers::{env_usize, ms};
 
 use util::process::free_port;
@@ -404,10 +441,19 @@ impl Bench {
     }
 }
 
-/// The PostgreSQL rows' names.
-const PG_1: &str = "sluice (postgres, 1 replica)";
+/// The rows' names (that `BENCH_ROWS` picks from; the storm run is `storm`).
+const CEILING: &str = "ceiling";
+const SQLITE: &str = "sluice (sqlite)";
 const PREFILLED: &str = "sluice (sqlite, pre-filled)";
+const PG_1: &str = "sluice (postgres, 1 replica)";
 const PG_3: &str = "sluice (postgres, 3 replicas, round-robin)";
+const PG_1_CAPPED: &str = "sluice (postgres, 1 replica, capped)";
+const PG_3_CAPPED: &str = "sluice (postgres, 3 replicas, capped)";
+const ALERTMANAGER: &str = "alertmanager";
+const NAIVE: &str = "naive python relay";
+const SLACK_429: &str = "sluice, Slack 429";
+const SLACK_503: &str = "sluice, Slack 503";
+const STORM: &str = "storm";
 
 fn is_202(s: StatusCode) -> bool {
     s == StatusCode::ACCEPTED
@@ -436,7 +482,7 @@ async fn run_ceiling(b: &Bench) -> Row {
     }
     .await;
     Row {
-        name: "ceiling",
+        name: CEILING,
         result,
     }
 }
@@ -514,7 +560,7 @@ async fn start_sluice(b: &Bench, dir: &Path, extra: &str) -> Result<Process, Str
 }
 
 async fn run_sluice(b: &Bench) -> (Row, Option<Followup>) {
-    let name = "sluice (sqlite)";
+    let name = SQLITE;
     let result = async {
         let proc = start_sluice(b, &b.dir.path().join("sluice"), "").await?;
         let url = proc.url("/sentry/webhook");
@@ -590,71 +636,72 @@ async fn scratch_postgres() -> Result<ScratchPostgres, String> {
     }
 }
 
-/// `replicas` `sluice serve` processes sharing one fresh scratch PostgreSQL database, each on
-/// its own loopback port; the load goes to them round-robin.
-async fn run_sluice_postgres(
-    b: &Bench,
+/// How one PostgreSQL row runs.
+struct PgRun<'a> {
     name: &'static str,
     replicas: usize,
-    tag: &str,
-) -> (Row, Option<Followup>) {
+    /// Prefix of the deliveries' event ids (the two capped rows share one: the same
+    /// deliveries, each row on its own fresh database).
+    tag: &'static str,
+    /// Each replica in a cgroup of its own with this CPU cap; `None`: uncapped.
+    caps: Option<&'a CpuCaps>,
+    /// Samples PostgreSQL's lock waits during the load.
+    sample_locks: bool,
+}
+
+/// How often the lock sampler polls `pg_locks`.
+const LOCK_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// `row.replicas` `sluice serve` processes sharing one fresh scratch PostgreSQL database, each
+/// on its own loopback port (and, capped, each in its own cgroup, put there right after it is
+/// spawned, before it is ready); the load goes to them round-robin.
+async fn run_sluice_postgres(b: &Bench, row: PgRun<'_>) -> (Row, Option<Followup>) {
     let result = async {
-        // Declared before the processes, so dropped (DROP DATABASE) after they are killed.
+        // Declared before the processes, so dropped (DROP DATABASE) after they are killed
+        // (and their groups removed).
         let db = scratch_postgres().await?;
-        // Spawn them all before waiting for any, so they start (and migrate) together.
-        let mut procs = Vec::new();
-        for r in 1..=replicas {
-            let dir = b.dir.path().join(format!("{tag}-replica-{r}"));
-            let name = format!("sluice replica {r}");
-            procs.push(spawn_sluice(b, &name, &dir, Some(db.url()), "")?);
-        }
-        for proc in &mut procs {
+        let mut replicas = spawn_replicas(b, &row, db.url())?;
+        let (procs, groups) = (&mut replicas.procs, &replicas.groups);
+        for proc in procs.iter_mut() {
             proc.wait_ready("/readyz", READY_WITHIN).await?;
         }
+        let mut notes = vec![wait_for_leader(procs).await?];
         let bases: Vec<String> = procs.iter().map(|p| p.url("")).collect();
-        // Ready is not leading: wait until one replica leads (runs the delivery worker).
-        let start = Instant::now();
-        let roles = loop {
-            let mut roles = Vec::new();
-            for proc in &procs {
-                roles.push(proc.role().await);
-            }
-            let leaders = roles.iter().flatten().filter(|r| *r == "leader").count();
-            if leaders >= 1 && roles.iter().all(Option::is_some) {
-                break roles;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                return Err(format!(
-                    "no replica leads after 15 s: /readyz roles {roles:?}"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let roles: Vec<String> = roles.into_iter().flatten().collect();
-        let leaders = roles.iter().filter(|r| *r == "leader").count();
-        let mut notes = vec![format!(
-            "/readyz before the load (after {:.2} s): {}{}",
-            start.elapsed().as_secs_f64(),
-            roles
-                .iter()
-                .enumerate()
-                .map(|(i, r)| format!("replica {} {r}", i + 1))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if leaders == 1 {
-                String::new()
-            } else {
-                format!(" -- {leaders} LEADERS")
-            }
-        )];
         let urls: Vec<String> = bases
             .iter()
             .map(|base| format!("{base}/sentry/webhook"))
             .collect();
+        let work = sentry_deliveries(b.n, row.tag);
+        let throttled_before = throttling(groups)?;
+        let sampler = match row.sample_locks {
+            true => Some(LockSampler::start(db.url(), LOCK_SAMPLE_EVERY).await),
+            false => None,
+        };
+        let pids: Vec<u32> = procs
+            .iter()
+            .map(Process::pid)
+            .chain([std::process::id()])
+            .collect();
+        let postmaster = locks::postmaster_pid(db.url()).await;
+        let cpu_before = CpuTimes::now(&pids, postmaster.as_ref().ok().copied());
         let before = b.accepted();
-        let run = load_round_robin(&urls, sentry_deliveries(b.n, tag), b.connections, is_202).await;
+        let run = load_round_robin(&urls, work, b.connections, is_202).await;
+        notes.push(cpu_note(cpu_before, &pids, postmaster));
+        let lock_waits = match sampler {
+            Some(Ok(sampler)) => Some(sampler.finish().await),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        match lock_waits {
+            Some(Ok(waits)) => notes.extend(waits.lines()),
+            Some(Err(e)) => notes.push(format!("lock waits not measured: {e}")),
+            None => {}
+        }
+        if let Some(caps) = row.caps {
+            notes.push(cap_note(caps, groups, &throttled_before)?);
+        }
         let peaks: Vec<f64> = procs.iter().map(peak_rss_mib).collect();
-        if replicas > 1 {
+        if row.replicas > 1 {
             notes.push(format!(
                 "peak RSS per replica (the table shows their sum): {} MiB",
                 peaks
@@ -664,20 +711,175 @@ async fn run_sluice_postgres(
                     .join(" + ")
             ));
         }
-        let followup = drain_and_probe(b, name, &bases, before, notes).await;
-        for proc in &mut procs {
+        let followup = drain_and_probe(b, row.name, &bases, before, notes).await;
+        for proc in procs.iter_mut() {
             proc.check_running()?;
         }
-        Ok((
-            Measured {
-                run,
-                rss_mib: peaks.iter().sum(),
-            },
-            followup,
-        ))
+        let rss_mib = peaks.iter().sum();
+        Ok((Measured { run, rss_mib }, followup))
     }
     .await;
-    split_followup(name, result)
+    split_followup(row.name, result)
+}
+
+/// The processes of a PostgreSQL row and their cgroups (none uncapped). The processes are
+/// dropped (killed) first, then the groups (removed).
+struct Replicas {
+    procs: Vec<Process>,
+    groups: Vec<CpuGroup>,
+}
+
+/// Spawns the row's replicas on the database `url`, all before waiting for any, so they start
+/// (and migrate) together; capped, each is moved into its own new group right after it is
+/// spawned.
+fn spawn_replicas(b: &Bench, row: &PgRun<'_>, url: &str) -> Result<Replicas, String> {
+    let mut out = Replicas {
+        procs: Vec::new(),
+        groups: Vec::new(),
+    };
+    for r in 1..=row.replicas {
+        let dir = b
+            .dir
+            .path()
+            .join(format!("{}{}-replica-{r}", row.tag, row.replicas));
+        let group = row
+            .caps
+            .map(CpuCaps::group)
+            .transpose()
+            .map_err(not_measured)?;
+        let name = format!("sluice replica {r}");
+        let mut proc = spawn_sluice(b, &name, &dir, Some(url), "")?;
+        if let Some(group) = &group
+            && let Err(e) = group.add(proc.pid())
+        {
+            // A process that already exited cannot be moved: say that, not the cgroup.
+            proc.check_running()?;
+            return Err(not_measured(e));
+        }
+        out.procs.push(proc);
+        out.groups.extend(group);
+    }
+    Ok(out)
+}
+
+/// `not measured: why`, for what keeps a capped row from running capped.
+fn not_measured(why: String) -> String {
+    format!("not measured: {why}")
+}
+
+/// Waits until every replica answers `/readyz` with a role and one of them leads (runs the
+/// delivery worker): ready is not leading. Returns the note saying who is what.
+async fn wait_for_leader(procs: &[Process]) -> Result<String, String> {
+    let start = Instant::now();
+    let roles = loop {
+        let mut roles = Vec::new();
+        for proc in procs {
+            roles.push(proc.role().await);
+        }
+        let leaders = roles.iter().flatten().filter(|r| *r == "leader").count();
+        if leaders >= 1 && roles.iter().all(Option::is_some) {
+            break roles;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(format!(
+                "no replica leads after 15 s: /readyz roles {roles:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let roles: Vec<String> = roles.into_iter().flatten().collect();
+    let leaders = roles.iter().filter(|r| *r == "leader").count();
+    Ok(format!(
+        "/readyz before the load (after {:.2} s): {}{}",
+        start.elapsed().as_secs_f64(),
+        roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("replica {} {r}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if leaders == 1 {
+            String::new()
+        } else {
+            format!(" -- {leaders} LEADERS")
+        }
+    ))
+}
+
+/// Who used the machine's cores from `before` to now: the replicas (the first pids of `pids`),
+/// this process (the last: load generator, sink), the PostgreSQL server (the `postmaster` and
+/// its children, when it runs on this machine) and the rest of the machine.
+fn cpu_note(
+    before: Result<CpuTimes, String>,
+    pids: &[u32],
+    postmaster: Result<u32, String>,
+) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let used = match (
+        before,
+        CpuTimes::now(pids, postmaster.as_ref().ok().copied()),
+    ) {
+        (Ok(before), Ok(now)) => now.since(&before, cores),
+        (Err(e), _) | (_, Err(e)) => return format!("CPU use during the load not measured: {e}"),
+    };
+    let (replicas, this) = used.procs.split_at(used.procs.len() - 1);
+    let mut rest = used.machine - used.procs.iter().sum::<f64>();
+    let (postgres, others) = match (used.tree, postmaster) {
+        (Some(pg), _) => {
+            rest -= pg;
+            (
+                format!("PostgreSQL (all its processes) {pg:.2} + "),
+                "other processes",
+            )
+        }
+        (None, Err(e)) => (
+            format!("(PostgreSQL on its own not measured: {e}) "),
+            "PostgreSQL, other processes",
+        ),
+        (None, Ok(_)) => (String::new(), "PostgreSQL, other processes"),
+    };
+    format!(
+        "CPU used during the load, in cores of {cores}: machine {:.2} = replicas {} + {postgres}this process (load generator, sink) {:.2} + the rest ({others}) {:.2}",
+        used.machine,
+        replicas
+            .iter()
+            .map(|c| format!("{c:.2}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+        this[0],
+        rest
+    )
+}
+
+/// The throttling counters of every group, now.
+fn throttling(groups: &[CpuGroup]) -> Result<Vec<Throttling>, String> {
+    groups.iter().map(CpuGroup::throttling).collect()
+}
+
+/// What the caps were and how much they held the replicas back during the load (from the
+/// groups' `cpu.stat`, against `before`, read just before the load).
+fn cap_note(caps: &CpuCaps, groups: &[CpuGroup], before: &[Throttling]) -> Result<String, String> {
+    let during: Vec<String> = throttling(groups)?
+        .into_iter()
+        .zip(before)
+        .enumerate()
+        .map(|(i, (now, before))| {
+            let t = now.since(*before);
+            format!(
+                "replica {} throttled in {} of {} periods ({:.1} s held back)",
+                i + 1,
+                t.throttled,
+                t.periods,
+                t.throttled_for.as_secs_f64()
+            )
+        })
+        .collect();
+    Ok(format!(
+        "each replica capped at {} core ({}); during the load: {}",
+        caps.cores(),
+        caps.describe(),
+        during.join(", ")
+    ))
 }
 
 /// What followed the load on a Sluice row: the drain, the accounting check and the idle
@@ -875,7 +1077,7 @@ fn alertmanager_config(sink_base: &str) -> String {
 }
 
 async fn run_alertmanager(b: &Bench) -> (Row, Option<String>) {
-    let name = "alertmanager";
+    let name = ALERTMANAGER;
     let bin = std::env::var("ALERTMANAGER_BIN").unwrap_or_else(|_| ALERTMANAGER_BIN.into());
     if !Path::new(&bin).exists() {
         let note = format!("skipped: {bin} not found (apt-get install prometheus-alertmanager)");
@@ -935,7 +1137,7 @@ async fn run_alertmanager(b: &Bench) -> (Row, Option<String>) {
 }
 
 async fn run_naive(b: &Bench) -> Row {
-    let name = "naive python relay";
+    let name = NAIVE;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/naive_relay.py");
     let result = async {
@@ -989,6 +1191,60 @@ struct Storm {
     messages: usize,
     max_per_second: usize,
     terms: Vec<(String, String)>,
+    /// From the first request of the storm to Slack's first request.
+    first_message: Option<Duration>,
+    /// How the load ran (its length), and the fold lag sampled during and after it.
+    load_took: Duration,
+    lag: LagSamples,
+}
+
+/// `sluice_fold_lag_seconds`, read from `/metrics` every 100 ms.
+#[derive(Default)]
+struct LagSamples {
+    /// The largest lag seen.
+    max_seconds: f64,
+    /// Samples read.
+    samples: usize,
+    /// From the end of the load to the first sample under 1 s (`None`: not within 30 s).
+    under_1s_after: Option<Duration>,
+}
+
+/// Samples the fold lag at `metrics_url` every 100 ms until `stop`; then, from the end of the
+/// load, until it is under 1 s (at most 30 s more).
+async fn sample_fold_lag(
+    metrics_url: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> LagSamples {
+    let client = reqwest::Client::new();
+    let mut lag = LagSamples::default();
+    let read = |client: reqwest::Client, url: String| async move {
+        let text = client.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix("sluice_fold_lag_seconds ")?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let mut ended: Option<Instant> = None;
+    loop {
+        if ended.is_none() && stop.is_cancelled() {
+            ended = Some(Instant::now());
+        }
+        if let Some(seconds) = read(client.clone(), metrics_url.clone()).await {
+            lag.samples += 1;
+            lag.max_seconds = lag.max_seconds.max(seconds);
+            if let Some(end) = ended
+                && seconds < 1.0
+            {
+                lag.under_1s_after = Some(end.elapsed());
+                return lag;
+            }
+        }
+        if ended.is_some_and(|end| end.elapsed() > Duration::from_secs(30)) {
+            return lag;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// 20,000 events of 50 issues into one channel with the default storm limits (1/s, burst 3,
@@ -1014,11 +1270,21 @@ channels = ["storm"]
         event_id: format!("5707{i:028x}"),
     }));
     let url = proc.url("/sentry/webhook");
+    let load_ended = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn(sample_fold_lag(proc.url("/metrics"), load_ended.clone()));
+    let started = Instant::now();
     let run = load(&url, requests, b.connections, is_202).await;
+    let load_took = started.elapsed();
+    load_ended.cancel();
+    let lag = sampler.await.map_err(|e| e.to_string())?;
     // Let the worker work through what is due (follow-ups wait for the 30 min cooldown).
     tokio::time::sleep(Duration::from_secs(8)).await;
     let received = &b.sink.received()[start..];
     let messages = received.iter().filter(|r| r.path == "hooks/storm").count();
+    let first_message = received
+        .iter()
+        .find(|r| r.path == "hooks/storm")
+        .map(|r| r.at.into_std().saturating_duration_since(started));
     let max_per_second = util::max_in_window(received, "hooks/storm", Duration::from_secs(1));
     let metrics = reqwest::get(proc.url("/metrics"))
         .await
@@ -1038,6 +1304,9 @@ channels = ["storm"]
         messages,
         max_per_second,
         terms,
+        first_message,
+        load_took,
+        lag,
     })
 }
 
@@ -1077,6 +1346,26 @@ fn print_storm(storm: &Result<Storm, String>) {
         routed as i64 - (posted + pending + dead) as i64,
         term("sluice_occurrences_folded_total"),
         term("sluice_messages_rolled_up_total"),
+    );
+    let within = |d: Option<Duration>, limit: Duration, what: &str| match d {
+        Some(d) => format!(
+            "{} ms ({what} <= {} s: {})",
+            ms(d, 0),
+            limit.as_secs(),
+            if d <= limit { "met" } else { "NOT met" }
+        ),
+        None => format!("not seen ({what} <= {} s: NOT met)", limit.as_secs()),
+    };
+    println!(
+        "storm: first Slack message {} after the first event, {}",
+        within(s.first_message, Duration::from_secs(2), "target"),
+        format_args!("the load took {} ms", ms(s.load_took, 0))
+    );
+    println!(
+        "storm: fold lag at most {:.1} s over {} samples (every 100 ms); under 1 s {} after the storm's end",
+        s.lag.max_seconds,
+        s.lag.samples,
+        within(s.lag.under_1s_after, Duration::from_secs(5), "target"),
     );
 }
 
@@ -1124,77 +1413,46 @@ fn print_table(b: &Bench, rows: &[Row]) {
     }
 }
 
-fn print_ratios(rows: &[Row]) {
-    let rps = |name: &str| {
-        rows.iter()
-            .find(|r| r.name == name)
-            .and_then(|r| r.result.as_ref().ok())
-            .map(|m| m.run.rps())
-    };
-    let Some(sluice) = rps("sluice (sqlite)") else {
-        println!("no ratios: sluice did not run");
-        return;
-    };
-    match rps(PREFILLED) {
-        Some(full) => {
-            let ratio = full / sluice;
-            println!(
-                "{:<20} {ratio:>6.2}x   (target >= 0.9: {})",
-                "Pre-filled/empty",
-                if ratio >= 0.9 { "met" } else { "NOT met" }
-            );
-        }
-        None => println!(
-            "{:<20}    n/a   (the pre-filled row did not run)",
-            "Pre-filled/empty"
-        ),
-    }
-    for (label, other, target) in [
-        ("Sluice/ceiling", "ceiling", Some(0.6)),
-        ("Sluice/Alertmanager", "alertmanager", Some(1.7)),
-        ("Sluice/naive", "naive python relay", None),
-    ] {
-        match rps(other) {
-            Some(o) => {
-                let ratio = sluice / o;
+/// The ratios between the rows, with their targets. A ratio of rows that `BENCH_ROWS` left out
+/// is not printed; one of rows that did not run says why. `cap` describes the CPU cap of the
+/// capped rows, when they ran capped.
+fn print_ratios(rows: &[Row], cap: Option<&str>) {
+    let row = |name: &str| rows.iter().find(|r| r.name == name);
+    let ratio = |label: &str, num: &str, den: &str, target: Option<f64>, extra: &str| {
+        let (Some(n), Some(d)) = (row(num), row(den)) else {
+            return;
+        };
+        match (&n.result, &d.result) {
+            (Ok(n), Ok(d)) => {
+                let ratio = n.run.rps() / d.run.rps();
                 let goal = target.map_or(String::new(), |t| {
                     format!(
                         "   (target >= {t:.1}: {})",
                         if ratio >= t { "met" } else { "NOT met" }
                     )
                 });
-                println!("{label:<20} {ratio:>6.2}x{goal}");
+                println!("{label:<20} {ratio:>6.2}x{goal}{extra}");
             }
-            None => println!("{label:<20}    n/a   ({other} did not run)"),
+            (Err(e), _) => println!("{label:<20}    n/a   ({num}: {e})"),
+            (_, Err(e)) => println!("{label:<20}    n/a   ({den}: {e})"),
         }
-    }
-    let pg1 = rps(PG_1);
-    let pg3 = rps(PG_3);
-    match (pg3, pg1) {
-        (Some(three), Some(one)) => {
-            let ratio = three / one;
-            println!(
-                "{:<20} {ratio:>6.2}x   (target >= 2.0: {})",
-                "Postgres 3/1 replica",
-                if ratio >= 2.0 { "met" } else { "NOT met" }
-            );
-        }
-        _ => println!(
-            "{:<20}    n/a   (a PostgreSQL row did not run)",
-            "Postgres 3/1 replica"
-        ),
-    }
-    for (label, pg) in [("Postgres 1/sqlite", pg1), ("Postgres 3/sqlite", pg3)] {
-        match pg {
-            Some(pg) => println!("{label:<20} {:>6.2}x", pg / sluice),
-            None => println!("{label:<20}    n/a   (did not run)"),
-        }
-    }
-    if let Some(m) = rows
-        .iter()
-        .find(|r| r.name == "sluice (sqlite)")
-        .and_then(|r| r.result.as_ref().ok())
-    {
+    };
+    ratio("Pre-filled/empty", PREFILLED, SQLITE, Some(0.9), "");
+    ratio("Sluice/ceiling", SQLITE, CEILING, Some(0.6), "");
+    ratio("Sluice/Alertmanager", SQLITE, ALERTMANAGER, Some(1.7), "");
+    ratio("Sluice/naive", SQLITE, NAIVE, None, "");
+    ratio("Postgres 3/1 replica", PG_3, PG_1, Some(2.0), "");
+    ratio("Postgres 1/sqlite", PG_1, SQLITE, None, "");
+    ratio("Postgres 3/sqlite", PG_3, SQLITE, None, "");
+    let cap = cap.map_or(String::new(), |cap| format!("; {cap}"));
+    ratio(
+        "3 capped / 1 capped",
+        PG_3_CAPPED,
+        PG_1_CAPPED,
+        Some(2.5),
+        &cap,
+    );
+    if let Some(m) = row(SQLITE).and_then(|r| r.result.as_ref().ok()) {
         let p99 = m.run.pct(0.99).as_secs_f64() * 1000.0;
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         println!(
@@ -1285,6 +1543,151 @@ fn main() {
         .block_on(bench_main());
 }
 
+/// `BENCH_ROWS`: the rows to run, as comma-separated substrings of their names
+/// (case-insensitive); unset or empty: every row.
+struct Selection(Vec<String>);
+
+impl Selection {
+    fn from_env() -> Self {
+        let text = std::env::var("BENCH_ROWS").unwrap_or_default();
+        Self(
+            text.split(',')
+                .map(|s| s.trim().to_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether the row `name` runs.
+    fn wants(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        self.0.is_empty() || self.0.iter().any(|s| name.contains(s.as_str()))
+    }
+}
+
+/// What the rows measured, for the report.
+#[derive(Default)]
+struct Results {
+    rows: Vec<Row>,
+    followups: Vec<Followup>,
+    /// Alertmanager's note, when it ran.
+    am_note: Option<String>,
+    /// The storm run, when selected.
+    storm: Option<Result<Storm, String>>,
+    /// The capped rows' cap, when they ran capped.
+    cap: Option<String>,
+}
+
+impl Results {
+    fn push(&mut self, (row, followup): (Row, Option<Followup>)) {
+        self.rows.push(row);
+        self.followups.extend(followup);
+    }
+}
+
+/// The CPU cap of each replica of the capped rows: `BENCH_REPLICA_CPU` cores (default 0.15),
+/// or why the rows cannot be capped.
+fn replica_caps() -> Result<CpuCaps, String> {
+    let cores = match std::env::var("BENCH_REPLICA_CPU") {
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("BENCH_REPLICA_CPU={v:?} is not a number of cores"))?,
+        Err(_) => 0.15,
+    };
+    CpuCaps::detect(cores)
+}
+
+/// The PostgreSQL rows, uncapped then capped (1 replica, then 3).
+async fn run_postgres_rows(b: &Bench, only: &Selection, out: &mut Results) {
+    for (name, replicas, tag) in [(PG_1, 1, "e"), (PG_3, 3, "f")] {
+        if only.wants(name) {
+            let row = PgRun {
+                name,
+                replicas,
+                tag,
+                caps: None,
+                sample_locks: false,
+            };
+            out.push(run_sluice_postgres(b, row).await);
+        }
+    }
+    if !(only.wants(PG_1_CAPPED) || only.wants(PG_3_CAPPED)) {
+        return;
+    }
+    let caps = replica_caps();
+    if let Ok(caps) = &caps {
+        out.cap = Some(format!(
+            "{} core per replica ({})",
+            caps.cores(),
+            caps.describe()
+        ));
+    }
+    for (name, replicas) in [(PG_1_CAPPED, 1), (PG_3_CAPPED, 3)] {
+        if !only.wants(name) {
+            continue;
+        }
+        out.push(match &caps {
+            Ok(caps) => {
+                let row = PgRun {
+                    name,
+                    replicas,
+                    tag: "g",
+                    caps: Some(caps),
+                    sample_locks: replicas > 1,
+                };
+                run_sluice_postgres(b, row).await
+            }
+            Err(why) => (
+                Row {
+                    name,
+                    result: Err(not_measured(why.clone())),
+                },
+                None,
+            ),
+        });
+    }
+}
+
+/// Every selected row, one target at a time, each stopped before the next starts.
+async fn run_rows(b: &Bench, only: &Selection) -> Results {
+    let mut out = Results::default();
+    if only.wants(CEILING) {
+        out.rows.push(run_ceiling(b).await);
+    }
+    if only.wants(SQLITE) {
+        out.push(run_sluice(b).await);
+    }
+    if only.wants(PREFILLED) {
+        let prefilled = env_usize("BENCH_PREFILL", 1_000_000);
+        out.rows.push(run_sluice_prefilled(b, prefilled).await);
+    }
+    run_postgres_rows(b, only, &mut out).await;
+    if only.wants(ALERTMANAGER) {
+        let (row, note) = run_alertmanager(b).await;
+        out.rows.push(row);
+        out.am_note = note;
+    }
+    if only.wants(NAIVE) {
+        out.rows.push(run_naive(b).await);
+    }
+    if only.wants(SLACK_429) {
+        let throttled = Reply::RateLimited {
+            retry_after_secs: 1,
+        };
+        out.rows
+            .push(run_sluice_with_slack(b, SLACK_429, throttled, "t").await);
+    }
+    if only.wants(SLACK_503) {
+        out.rows
+            .push(run_sluice_with_slack(b, SLACK_503, Reply::ServerError, "d").await);
+    }
+    if only.wants(STORM) {
+        out.storm = Some(run_storm(b).await);
+    }
+    out
+}
+
 async fn bench_main() {
     sluice::slack::transport::install_crypto_provider();
     let sink = FakeSlack::start().await;
@@ -1295,37 +1698,17 @@ async fn bench_main() {
         sink,
         delivery_size: sentry_deliveries(1, "s")[0].body.len(),
     };
-    // One target at a time, each stopped before the next starts.
-    let mut rows = vec![run_ceiling(&b).await];
-    let mut followups = Vec::new();
-    let (row, followup) = run_sluice(&b).await;
-    rows.push(row);
-    followups.extend(followup);
-    rows.push(run_sluice_prefilled(&b, env_usize("BENCH_PREFILL", 1_000_000)).await);
-    for (row, followup) in [
-        run_sluice_postgres(&b, PG_1, 1, "e").await,
-        run_sluice_postgres(&b, PG_3, 3, "f").await,
-    ] {
-        rows.push(row);
-        followups.extend(followup);
-    }
-    let (am_row, am_note) = run_alertmanager(&b).await;
-    rows.push(am_row);
-    rows.push(run_naive(&b).await);
-    let throttled = Reply::RateLimited {
-        retry_after_secs: 1,
-    };
-    rows.push(run_sluice_with_slack(&b, "sluice, Slack 429", throttled, "t").await);
-    rows.push(run_sluice_with_slack(&b, "sluice, Slack 503", Reply::ServerError, "d").await);
-    let storm = run_storm(&b).await;
+    let out = run_rows(&b, &Selection::from_env()).await;
 
-    print_table(&b, &rows);
-    print_ratios(&rows);
-    for followup in &followups {
+    print_table(&b, &out.rows);
+    print_ratios(&out.rows, out.cap.as_deref());
+    for followup in &out.followups {
         print_followup(&b, followup);
     }
-    if let Some(note) = am_note {
+    if let Some(note) = &out.am_note {
         println!("{note}");
     }
-    print_storm(&storm);
+    if let Some(storm) = &out.storm {
+        print_storm(storm);
+    }
 }
