@@ -331,3 +331,70 @@ async fn a_leader_that_loses_its_lock_mid_round_stops_sending_at_once() {
         sent()
     );
 }
+
+/// `/readyz` of `process` as JSON.
+async fn readyz(process: &Process) -> serde_json::Value {
+    reqwest::get(process.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A replica stores what Sentry sends while no replica folds (the leader is stuck: its lock is
+/// held and it does nothing); the deliveries wait, counted nowhere yet, `/readyz` says how
+/// many; when the lock comes free the replica leads, folds them, each once, and posts.
+#[tokio::test]
+async fn deliveries_wait_for_a_leader_and_the_next_one_folds_them() {
+    let db = ScratchPostgres::new().await;
+    let slack = FakeSlack::start().await;
+    let mut stuck = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(sluice::leader::LOCK_KEY)
+        .execute(&mut stuck)
+        .await
+        .unwrap();
+    let text = config_text_postgres(&slack, db.url(), "");
+    let dir = Scratch::new();
+    let replica = Process::start(&text, &dir).await;
+    for n in 0..3 {
+        let body = event_alert("79", &event_id(0x790 + n), "checkout", "production");
+        let (status, answer) = replica.deliver("event_alert", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["counted"], true, "{answer}");
+    }
+    let ready = readyz(&replica).await;
+    assert_eq!(ready["role"], "follower", "{ready}");
+    assert_eq!(ready["fold"]["pending"], 3, "{ready}");
+    assert!(
+        ready["fold"]["lag_seconds"].as_f64().unwrap() >= 0.0,
+        "{ready}"
+    );
+    assert_eq!(
+        slack.received_count(),
+        0,
+        "nothing folds or posts without a leader"
+    );
+
+    <sqlx::PgConnection as sqlx::Connection>::close(stuck)
+        .await
+        .unwrap();
+    leader_of(&[&replica], TAKEOVER).await;
+    // One message (the first occurrence; the others fall in its cooldown), and every
+    // occurrence counted once.
+    slack.wait_accepted(1, Duration::from_secs(10)).await;
+    let folded = eventually(Duration::from_secs(10), "the queue folded", || async {
+        let ready = readyz(&replica).await;
+        (ready["fold"]["pending"] == 0).then_some(ready)
+    })
+    .await;
+    assert_eq!(folded["fold"]["lag_seconds"], 0.0, "{folded}");
+    let store = sluice::store::open(db.url()).await.unwrap();
+    let stats = store.issue_stats("79", sluice::clock::Clock::system().now_ms());
+    assert_eq!(stats.await.unwrap().week(), 3);
+    let totals = store.channel_totals("errors").await.unwrap();
+    assert_eq!(totals.occurrences_routed, 3);
+}
