@@ -1,8 +1,8 @@
-//! Defensive accessors over `serde_json::Value` shared by the payload parsers: every one of them
-//! tolerates a missing key or a value of the wrong type, and every string they hand out is capped.
+//! Defensive accessors over the leaf values of a payload ([`Loose`]) shared by the payload
+//! parsers: every one of them tolerates an absent value or one of the wrong type, and every
+//! string they hand out is capped.
 
-use serde_json::Value;
-
+use super::lenient::Loose;
 use super::parse::ProjectMap;
 use crate::alert::Level;
 
@@ -26,37 +26,30 @@ pub(crate) fn cap(s: &str) -> String {
     }
 }
 
-/// Follows `path` through nested objects.
-pub(crate) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, key| v.get(*key))
-}
-
 /// The value as a trimmed, non-empty string slice (not capped).
-pub(crate) fn str_of(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+pub(crate) fn str_of<'v>(v: &'v Loose<'_>) -> Option<&'v str> {
+    v.as_str().map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The value as a trimmed, non-empty, capped string.
-pub(crate) fn text(v: Option<&Value>) -> Option<String> {
+pub(crate) fn text(v: &Loose<'_>) -> Option<String> {
     str_of(v).map(cap)
 }
 
 /// An identifier sent either as a string or as an integer (Sentry does both).
-pub(crate) fn id(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(_) => text(v),
-        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+pub(crate) fn id(v: &Loose<'_>) -> Option<String> {
+    match v {
+        Loose::Str(_) => text(v),
+        Loose::Num(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
         _ => None,
     }
 }
 
 /// A non-negative count sent either as a string (`"count": "3"`) or as an integer.
-pub(crate) fn count(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
+pub(crate) fn count(v: &Loose<'_>) -> Option<u64> {
+    match v {
+        Loose::Num(n) => n.as_u64(),
+        Loose::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
@@ -64,13 +57,13 @@ pub(crate) fn count(v: Option<&Value>) -> Option<u64> {
 /// Unix seconds from a number (`1566248777.677`), a numeric string, or an RFC 3339 /
 /// ISO 8601 string (`2019-08-19T20:58:37.391000Z`, `…+00:00`; no offset means UTC). Fractions
 /// are truncated towards the past; values outside years -9999..=9999 are dropped.
-pub(crate) fn unix_seconds(v: Option<&Value>) -> Option<i64> {
-    let secs = match v? {
-        Value::Number(n) => match n.as_i64() {
+pub(crate) fn unix_seconds(v: &Loose<'_>) -> Option<i64> {
+    let secs = match v {
+        Loose::Num(n) => match n.as_i64() {
             Some(i) => i,
             None => float_seconds(n.as_f64()?)?,
         },
-        Value::String(s) => {
+        Loose::Str(s) => {
             let s = s.trim();
             if let Ok(ts) = s.parse::<jiff::Timestamp>() {
                 ts.as_second()
@@ -96,11 +89,17 @@ fn float_seconds(f: f64) -> Option<i64> {
 }
 
 /// An `http://` or `https://` link with a host, made only of characters RFC 3986 allows
-/// (so nothing that could break out of a Slack `<url|text>` link). Anything else is `None`;
-/// an over-long URL is dropped rather than cut, since a cut URL is a broken link.
-pub(crate) fn http_url(v: Option<&Value>) -> Option<String> {
-    let url = str_of(v)?;
-    if url.len() > MAX_CHARS {
+/// ([`link`]); anything else is `None`.
+pub(crate) fn http_url(v: &Loose<'_>) -> Option<String> {
+    link(str_of(v)?)
+}
+
+/// `url` if it is an `http://` or `https://` link with a host, made only of characters RFC 3986
+/// allows (so nothing that could break out of a Slack `<url|text>` link). Anything else is
+/// `None`; an over-long URL is dropped rather than cut, since a cut URL is a broken link.
+pub(crate) fn link(url: &str) -> Option<String> {
+    let url = url.trim();
+    if url.is_empty() || url.len() > MAX_CHARS {
         return None;
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
@@ -122,7 +121,7 @@ pub(crate) fn http_url(v: Option<&Value>) -> Option<String> {
 }
 
 /// The level Sentry named, if it is one Sluice knows (callers default to `error`).
-pub(crate) fn level(v: Option<&Value>) -> Option<Level> {
+pub(crate) fn level(v: &Loose<'_>) -> Option<Level> {
     str_of(v).and_then(|s| s.parse().ok())
 }
 
@@ -135,85 +134,19 @@ pub(crate) fn first_line(s: &str) -> Option<String> {
 }
 
 /// The first non-empty line of a string value, trimmed and capped (titles, names).
-pub(crate) fn one_line(v: Option<&Value>) -> Option<String> {
+pub(crate) fn one_line(v: &Loose<'_>) -> Option<String> {
     str_of(v).and_then(first_line)
-}
-
-/// A title from Sentry's `metadata`: `type: value`, either alone, or `metadata.title`.
-pub(crate) fn metadata_title(event: &Value) -> Option<String> {
-    let meta = event.get("metadata")?;
-    let kind = str_of(meta.get("type")).and_then(|s| s.lines().next());
-    let value = str_of(meta.get("value")).and_then(first_line);
-    match (kind, value) {
-        (Some(kind), Some(value)) => first_line(&format!("{kind}: {value}")),
-        (Some(kind), None) => first_line(kind),
-        (None, Some(value)) => Some(value),
-        (None, None) => one_line(meta.get("title")),
-    }
-}
-
-/// A title from the event's main exception, as Sentry builds it: the last entry of
-/// `exception.values` (also a bare `exception` array, the older form), `{type}: {value}` with
-/// the first line of the value; the type alone when there is no value; `Error` as the type when
-/// the SDK sent none. A synthetic exception (`mechanism.synthetic`, made up by an SDK around a
-/// crash) has a meaningless type, so only its value is used.
-pub(crate) fn exception_title(event: &Value) -> Option<String> {
-    let exception = event.get("exception")?;
-    let values = exception.get("values").unwrap_or(exception).as_array()?;
-    let main = values.iter().rev().find(|v| v.is_object())?;
-    let value = str_of(main.get("value")).and_then(first_line);
-    let synthetic = at(main, &["mechanism", "synthetic"]).and_then(Value::as_bool) == Some(true);
-    let kind = str_of(main.get("type")).and_then(first_line);
-    match (synthetic, kind, value) {
-        (true, _, value) => value,
-        (false, None, None) => None,
-        (false, kind, None) => kind,
-        (false, kind, Some(value)) => {
-            first_line(&format!("{}: {value}", kind.as_deref().unwrap_or("Error")))
-        }
-    }
-}
-
-/// Event tags: Sentry's `[["key", "value"], …]`, also `[{"key": …, "value": …}, …]` and a flat
-/// `{"key": "value"}` object. Entries that are not a pair of strings (or have an empty key) are
-/// skipped; at most [`MAX_TAGS`] are kept, in payload order.
-pub(crate) fn tags(v: Option<&Value>) -> Vec<(String, String)> {
-    let pair = |k: Option<&Value>, v: Option<&Value>| {
-        let key = str_of(k)?;
-        let value = v?.as_str()?;
-        Some((cap(key), cap(value)))
-    };
-    match v {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| match item {
-                Value::Array(kv) if kv.len() == 2 => pair(kv.first(), kv.get(1)),
-                Value::Object(_) => pair(item.get("key"), item.get("value")),
-                _ => None,
-            })
-            .take(MAX_TAGS)
-            .collect(),
-        Some(Value::Object(map)) => map
-            .iter()
-            .filter_map(|(k, v)| {
-                let key = k.trim();
-                (!key.is_empty()).then_some((cap(key), cap(v.as_str()?)))
-            })
-            .take(MAX_TAGS)
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// A project reference: a numeric id (number or digit string) mapped through `[sentry.projects]`
 /// when the map names it, otherwise the slug or id as sent.
-pub(crate) fn project_ref(v: Option<&Value>, projects: &ProjectMap) -> Option<String> {
+pub(crate) fn project_ref(v: &Loose<'_>, projects: &ProjectMap) -> Option<String> {
     let raw = id(v)?;
     Some(projects.get(&raw).map_or(raw, |slug| cap(slug)))
 }
 
 /// The project slug in an API URL `…/api/0/projects/{org}/{project}/…`.
-pub(crate) fn project_from_api_url(url: Option<&Value>) -> Option<String> {
+pub(crate) fn project_from_api_url(url: &Loose<'_>) -> Option<String> {
     const MARKER: &str = "/api/0/projects/";
     let url = str_of(url)?;
     let rest = url.get(url.find(MARKER)? + MARKER.len()..)?;
@@ -239,8 +172,10 @@ pub(crate) fn event_id(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
-    use serde_json::json;
+    use crate::sentry::lenient::from_value;
 
     #[test]
     fn cap_cuts_on_char_boundaries() {
@@ -252,7 +187,7 @@ mod tests {
 
     #[test]
     fn urls_must_be_http_with_a_host_and_clean() {
-        let ok = |s: &str| http_url(Some(&json!(s)));
+        let ok = |s: &str| http_url(&Loose::Str(s.into()));
         assert_eq!(
             ok("https://sentry.io/x/").as_deref(),
             Some("https://sentry.io/x/")
@@ -271,13 +206,13 @@ mod tests {
         ] {
             assert_eq!(ok(bad), None, "{bad}");
         }
-        assert_eq!(http_url(Some(&json!(1))), None);
+        assert_eq!(http_url(&Loose::Num(1.into())), None);
         assert_eq!(ok(&format!("https://a.b/{}", "x".repeat(MAX_CHARS))), None);
     }
 
     #[test]
     fn times_parse_from_numbers_and_strings() {
-        let t = |v: Value| unix_seconds(Some(&v));
+        let t = |v: Value| unix_seconds(&from_value(&v));
         assert_eq!(t(json!(1566248777.677)), Some(1566248777));
         assert_eq!(t(json!(1566248777)), Some(1566248777));
         assert_eq!(t(json!("2019-08-19T21:06:17.677000Z")), Some(1566248777));
@@ -295,7 +230,7 @@ mod tests {
 
     #[test]
     fn api_url_names_the_project() {
-        let p = |s: &str| project_from_api_url(Some(&json!(s)));
+        let p = |s: &str| project_from_api_url(&Loose::Str(s.into()));
         assert_eq!(
             p("https://sentry.io/api/0/projects/test-org/front-end/events/e48/").as_deref(),
             Some("front-end")
@@ -315,20 +250,5 @@ mod tests {
             "e4874d664c3540c1a32eab185f12c5ab"
         );
         assert_eq!(event_id("not-a-uuid"), "not-a-uuid");
-    }
-
-    #[test]
-    fn tags_accept_pairs_and_objects_and_skip_the_rest() {
-        let v = json!([["a", "1"], ["b"], [1, "x"], {"key": "c", "value": "3"}, "d", ["", "e"], ["f", 2]]);
-        assert_eq!(
-            tags(Some(&v)),
-            vec![("a".into(), "1".into()), ("c".into(), "3".into())]
-        );
-        assert_eq!(
-            tags(Some(&json!({"k": "v", "n": 1}))),
-            vec![("k".into(), "v".into())]
-        );
-        let many: Vec<Value> = (0..500).map(|i| json!([format!("k{i}"), "v"])).collect();
-        assert_eq!(tags(Some(&Value::Array(many))).len(), MAX_TAGS);
     }
 }

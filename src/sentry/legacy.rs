@@ -6,44 +6,45 @@
 //! "event": {<event data>, "event_id", "id", "tags": [[k, v], ...]}}`. It has no resource header
 //! and no `action`: the alert's resource is `legacy`, its action `triggered`.
 
-use serde_json::Value;
-
 use super::fields::{
     UNKNOWN_PROJECT, UNTITLED, cap, first_line, http_url, id, level, one_line, project_ref, text,
 };
-use super::parse::{EventFields, Malformed, ProjectMap, fingerprint, json_object};
+use super::parse::{EventFields, Malformed, ProjectMap, document, fingerprint};
+use super::payload::LegacyDelivery;
 use crate::alert::{Alert, Level};
 
 /// Parses a legacy WebHooks plugin delivery into an occurrence (`resource` `legacy`, `action`
 /// `triggered`). `event.event_id` (or `event.id`) is required: without it the event cannot be
 /// deduplicated. Never panics, whatever the input.
 pub fn parse_legacy(body: &[u8], projects: &ProjectMap) -> Result<Alert, Malformed> {
-    let root = Value::Object(json_object(body)?);
+    let root: Box<LegacyDelivery> = document(body)?;
     let ev = root
-        .get("event")
-        .filter(|ev| ev.is_object())
+        .event
+        .0
+        .as_deref()
         .ok_or_else(|| Malformed("legacy payload has no `event` object".into()))?;
     let fields = EventFields::read(ev, projects);
     let event_id = fields
         .event_id
         .ok_or_else(|| Malformed("legacy payload has no event.event_id or event.id".into()))?;
-    let project = text(root.get("project_slug"))
-        .or_else(|| project_ref(root.get("project"), projects))
+    let project = text(&root.project_slug)
+        .or_else(|| project_ref(&root.project, projects))
         .or(fields.project)
         .unwrap_or_else(|| UNKNOWN_PROJECT.into());
-    let culprit = text(root.get("culprit")).or(fields.culprit);
+    let culprit = text(&root.culprit).or(fields.culprit);
     let title = fields
         .title
-        .or_else(|| one_line(root.get("message")))
+        .or_else(|| one_line(&root.message))
         .or_else(|| culprit.as_deref().and_then(first_line))
         .unwrap_or_else(|| UNTITLED.into());
     let issue_key =
-        id(root.get("id")).unwrap_or_else(|| fingerprint(&project, &title, culprit.as_deref()));
+        id(&root.id).unwrap_or_else(|| fingerprint(&project, &title, culprit.as_deref()));
     let rules: Vec<String> = root
-        .get("triggering_rules")
-        .and_then(Value::as_array)
-        .map(|rules| rules.iter().filter_map(|r| one_line(Some(r))).collect())
-        .unwrap_or_default();
+        .triggering_rules
+        .0
+        .iter()
+        .filter_map(one_line)
+        .collect();
     Ok(Alert {
         resource: "legacy".into(),
         action: "triggered".into(),
@@ -52,13 +53,11 @@ pub fn parse_legacy(body: &[u8], projects: &ProjectMap) -> Result<Alert, Malform
         event_id: Some(event_id),
         projects: vec![project],
         environment: fields.environment,
-        level: level(root.get("level"))
-            .or(fields.level)
-            .unwrap_or(Level::Error),
+        level: level(&root.level).or(fields.level).unwrap_or(Level::Error),
         title,
         culprit,
         release: fields.release,
-        issue_url: http_url(root.get("url")),
+        issue_url: http_url(&root.url),
         event_url: None,
         tags: fields.tags,
         timestamp: fields.timestamp,

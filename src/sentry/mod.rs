@@ -5,6 +5,8 @@
 //!   and the optional `Sentry-Hook-Timestamp` skew check.
 //! - [`parse`](mod@parse) — Integration Platform payloads, selected by `Sentry-Hook-Resource`.
 //! - [`legacy`] — the legacy "WebHooks" plugin payload.
+//! - `payload` and `lenient` — the typed structs both parsers read a body into, borrowing from
+//!   it, and the lenient deserialization that fills them (see "How a body is read" below).
 //! - [`api`] — Sentry's web API, for the buttons: change, assign and comment on an issue,
 //!   find a member by email; answers classified as retry or refused.
 //!
@@ -87,13 +89,25 @@
 //! Times outside years -9999..=9999 are dropped. Nothing in this module indexes or unwraps
 //! payload data, and JSON nesting is bounded by serde_json's recursion limit (128).
 //!
+//! # How a body is read
+//!
+//! In one pass, into typed structs that name only the fields above (`payload.rs`); strings
+//! borrow from the body unless they hold escapes. The rest (stack traces, breadcrumbs,
+//! contexts: most of an event) is checked as JSON but never built. A body reads exactly as a
+//! `serde_json::Value` of it would: a field of the wrong type is absent rather than an error,
+//! the last of duplicate keys wins, a flat tags object keeps its keys in the order they first
+//! appear, and a body a `Value` refuses (invalid UTF-8, a lone surrogate escape, nesting deeper
+//! than 128, a number out of range, anywhere in the body) is refused with the same error.
+//!
 //! `fuzz.rs` checks all of this on mutated real payloads, and that the Slack messages built
 //! from what is parsed stay within Slack's limits (docs/http-api.md says how to run it).
 
 pub mod api;
 mod fields;
 pub mod legacy;
+mod lenient;
 pub mod parse;
+mod payload;
 pub mod verify;
 
 #[cfg(test)]

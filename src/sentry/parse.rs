@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::fields::{
-    MAX_PROJECTS, UNKNOWN_PROJECT, UNTITLED, at, cap, count, event_id, exception_title, first_line,
-    http_url, id, level, metadata_title, one_line, project_from_api_url, project_ref, str_of, tags,
-    text, unix_seconds,
+    MAX_PROJECTS, UNKNOWN_PROJECT, UNTITLED, cap, count, event_id, first_line, http_url, id, level,
+    link, one_line, project_from_api_url, project_ref, str_of, text, unix_seconds,
 };
+use super::lenient::{Lenient, Loose, from_body, from_value};
+use super::payload::{Actor, Assignee, Data, Delivery, Event, Issue, ProjectRef};
 use crate::alert::{Alert, Level};
-use crate::issue::{Archive, IssueState, Status};
+use crate::issue::{IssueState, Status};
 
 /// Maps Sentry's numeric project ids (as strings, `"4505"`) to project slugs (`"checkout"`):
 /// `[sentry.projects]` in routes.toml. Used only where a payload names its project by id alone.
@@ -53,22 +54,22 @@ pub fn parse(resource: &str, body: &[u8], projects: &ProjectMap) -> Result<Parse
     if resource.is_empty() {
         return Err(Malformed("no Sentry-Hook-Resource header".into()));
     }
-    let root = json_object(body)?;
-    let action = text(root.get("action"));
+    let root: Box<Delivery> = document(body)?;
+    let action = text(&root.action);
     let routed = |parsed: Result<Alert, Malformed>| parsed.map(|a| Parsed::Alert(Box::new(a)));
     let need_action = || {
         action
             .clone()
             .ok_or_else(|| Malformed("payload has no `action`".into()))
     };
-    let data = root.get("data").unwrap_or(&Value::Null);
+    let data = &root.data;
     match resource.as_str() {
         "event_alert" | "error" => routed(occurrence(&resource, need_action()?, data, projects)),
         "issue" | "activity_alert" => routed(issue(
             &resource,
             need_action()?,
             data,
-            root.get("actor"),
+            &root.actor,
             projects,
         )),
         "metric_alert" => routed(metric_alert(need_action()?, data, projects)),
@@ -84,11 +85,12 @@ pub fn parse(resource: &str, body: &[u8], projects: &ProjectMap) -> Result<Parse
     }
 }
 
-/// Parses `body` as a JSON object.
-pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, Malformed> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Malformed("body is not a JSON object".into())),
+/// Reads `body`, which must be a JSON object, as a `T` (a [`Delivery`], a legacy delivery):
+/// the parts of it no field of `T` names are checked but not kept.
+pub(crate) fn document<'a, T: Lenient<'a>>(body: &'a [u8]) -> Result<Box<T>, Malformed> {
+    match from_body(body) {
+        Ok(Some(doc)) => Ok(doc),
+        Ok(None) => Err(Malformed("body is not a JSON object".into())),
         Err(e) => Err(Malformed(format!("body is not JSON: {e}"))),
     }
 }
@@ -133,42 +135,40 @@ pub(crate) struct EventFields {
 
 impl EventFields {
     /// Reads an event object. `title` is `title`, else `metadata`, else the main exception
-    /// ([`exception_title`]), else `message` / `logentry`; the caller supplies the final
-    /// fallback.
-    pub(crate) fn read(ev: &Value, projects: &ProjectMap) -> Self {
-        let tags = tags(ev.get("tags"));
-        let environment = text(ev.get("environment")).or_else(|| {
+    /// ([`Exception::title`](super::payload::Exception::title)), else `message` / `logentry`;
+    /// the caller supplies the final fallback.
+    pub(crate) fn read(ev: &Event, projects: &ProjectMap) -> Self {
+        let tags = ev.tags.0.clone();
+        let environment = text(&ev.environment).or_else(|| {
             tags.iter()
                 .find(|(k, _)| k == "environment")
                 .map(|(_, v)| v.trim())
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         });
-        let title = one_line(ev.get("title"))
-            .or_else(|| metadata_title(ev))
-            .or_else(|| exception_title(ev))
-            .or_else(|| one_line(ev.get("message")))
-            .or_else(|| one_line(at(ev, &["logentry", "formatted"])))
-            .or_else(|| one_line(at(ev, &["logentry", "message"])));
-        let level = level(ev.get("level")).or_else(|| {
+        let title = one_line(&ev.title)
+            .or_else(|| ev.metadata.title())
+            .or_else(|| ev.exception.title())
+            .or_else(|| one_line(&ev.message))
+            .or_else(|| one_line(&ev.logentry.formatted))
+            .or_else(|| one_line(&ev.logentry.message));
+        let level = level(&ev.level).or_else(|| {
             tags.iter()
                 .find(|(k, _)| k == "level")
                 .and_then(|(_, v)| v.parse().ok())
         });
         EventFields {
-            event_id: str_of(ev.get("event_id"))
-                .or_else(|| str_of(ev.get("id")))
+            event_id: str_of(&ev.event_id)
+                .or_else(|| str_of(&ev.id))
                 .map(event_id),
             title,
-            culprit: text(ev.get("culprit")),
-            release: id(ev.get("release")),
+            culprit: text(&ev.culprit),
+            release: id(&ev.release),
             level,
             environment,
             tags,
-            timestamp: unix_seconds(ev.get("timestamp"))
-                .or_else(|| unix_seconds(ev.get("datetime"))),
-            project: project_from_api_url(ev.get("url"))
-                .or_else(|| project_ref(ev.get("project"), projects)),
+            timestamp: unix_seconds(&ev.timestamp).or_else(|| unix_seconds(&ev.datetime)),
+            project: project_from_api_url(&ev.url).or_else(|| project_ref(&ev.project, projects)),
         }
     }
 }
@@ -177,32 +177,30 @@ impl EventFields {
 fn occurrence(
     resource: &str,
     action: String,
-    data: &Value,
+    data: &Data,
     projects: &ProjectMap,
 ) -> Result<Alert, Malformed> {
-    let key = if resource == "error" {
-        "error"
+    let (key, ev) = if resource == "error" {
+        ("error", &data.error)
     } else {
-        "event"
+        ("event", &data.event)
     };
-    let ev = data
-        .get(key)
-        .filter(|ev| ev.is_object())
-        .ok_or_else(|| Malformed::missing(resource, &format!("data.{key}")))?;
+    let ev =
+        ev.0.as_deref()
+            .ok_or_else(|| Malformed::missing(resource, &format!("data.{key}")))?;
     let fields = EventFields::read(ev, projects);
     let event_id = fields
         .event_id
         .ok_or_else(|| Malformed::missing(resource, &format!("data.{key}.event_id")))?;
     let project = fields.project.unwrap_or_else(|| UNKNOWN_PROJECT.into());
     let title = fields.title.unwrap_or_else(|| UNTITLED.into());
-    let issue_key = id(ev.get("issue_id"))
-        .or_else(|| id(ev.get("group_id")))
+    let issue_key = id(&ev.issue_id)
+        .or_else(|| id(&ev.group_id))
         .unwrap_or_else(|| fingerprint(&project, &title, fields.culprit.as_deref()));
-    let event_url = http_url(ev.get("web_url"));
+    let event_url = http_url(&ev.web_url);
     let issue_url = event_url.as_deref().map(issue_link);
     let rule = if resource == "event_alert" {
-        one_line(data.get("triggered_rule"))
-            .or_else(|| one_line(at(data, &["issue_alert", "title"])))
+        one_line(&data.triggered_rule).or_else(|| one_line(&data.issue_alert.title))
     } else {
         None
     };
@@ -251,9 +249,9 @@ fn issue_link(event_url: &str) -> String {
 /// it, in its path (`…/organizations/{org}/…`, `…/api/0/organizations/{org}/…`,
 /// `…/api/0/projects/{org}/…`: `https://host/organizations/{org}/issues/{id}/`) or in its host
 /// (`https://{org}.sentry.io/issues/…`: `https://{org}.sentry.io/issues/{id}/`).
-fn built_issue_url<'a>(
+fn built_issue_url<'a, 'b: 'a>(
     id: &str,
-    urls: impl IntoIterator<Item = Option<&'a Value>>,
+    urls: impl IntoIterator<Item = &'a Loose<'b>>,
 ) -> Option<String> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return None;
@@ -279,7 +277,7 @@ fn built_issue_url<'a>(
             (Some("issues"), ..) => format!("{scheme}://{host}/issues/{id}/"),
             _ => return None,
         };
-        http_url(Some(&Value::String(page)))
+        link(&page)
     })
 }
 
@@ -288,32 +286,30 @@ fn built_issue_url<'a>(
 fn issue(
     resource: &str,
     action: String,
-    data: &Value,
-    actor: Option<&Value>,
+    data: &Data,
+    actor: &Actor,
     projects: &ProjectMap,
 ) -> Result<Alert, Malformed> {
     let issue = data
-        .get("issue")
-        .filter(|issue| issue.is_object())
+        .issue
+        .0
+        .as_deref()
         .ok_or_else(|| Malformed::missing(resource, "data.issue"))?;
-    let issue_key =
-        id(issue.get("id")).ok_or_else(|| Malformed::missing(resource, "data.issue.id"))?;
-    let project = issue.get("project");
-    let project = text(project.and_then(|p| p.get("slug")))
-        .or_else(|| project_ref(project.and_then(|p| p.get("id")), projects))
-        .or_else(|| project_ref(project, projects))
+    let issue_key = id(&issue.id).ok_or_else(|| Malformed::missing(resource, "data.issue.id"))?;
+    let project = issue
+        .project
+        .slug(projects)
         .unwrap_or_else(|| UNKNOWN_PROJECT.into());
-    let title = one_line(issue.get("title"))
-        .or_else(|| metadata_title(issue))
+    let title = one_line(&issue.title)
+        .or_else(|| issue.metadata.title())
         .unwrap_or_else(|| UNTITLED.into());
-    let issue_url = http_url(issue.get("web_url"))
-        .or_else(|| http_url(issue.get("permalink")))
-        .or_else(|| built_issue_url(&issue_key, [issue.get("url"), issue.get("project_url")]));
+    let issue_url = http_url(&issue.web_url)
+        .or_else(|| http_url(&issue.permalink))
+        .or_else(|| built_issue_url(&issue_key, [&issue.url, &issue.project_url]));
     let (rule, detail, state) = if resource == "activity_alert" {
         (
-            one_line(at(data, &["alert", "title"])),
-            text(at(data, &["activity", "details", "summary"]))
-                .or_else(|| text(at(data, &["activity", "type"]))),
+            one_line(&data.alert.title),
+            text(&data.activity.details.summary).or_else(|| text(&data.activity.kind)),
             None,
         )
     } else {
@@ -327,20 +323,20 @@ fn issue(
         resource: resource.to_owned(),
         action,
         issue_key,
-        short_id: text(issue.get("shortId")),
+        short_id: text(&issue.short_id),
         event_id: None,
         projects: vec![project],
         environment: None,
-        level: level(issue.get("level")).unwrap_or(Level::Error),
+        level: level(&issue.level).unwrap_or(Level::Error),
         title,
-        culprit: text(issue.get("culprit")),
+        culprit: text(&issue.culprit),
         release: None,
         issue_url,
         event_url: None,
         tags: Vec::new(),
-        timestamp: unix_seconds(issue.get("lastSeen")),
-        sentry_first_seen: unix_seconds(issue.get("firstSeen")),
-        sentry_count: count(issue.get("count")),
+        timestamp: unix_seconds(&issue.last_seen),
+        sentry_first_seen: unix_seconds(&issue.first_seen),
+        sentry_count: count(&issue.count),
         rule,
         detail,
         state,
@@ -348,14 +344,10 @@ fn issue(
 }
 
 /// What an issue lifecycle notice adds: how it was resolved, or who it was assigned to.
-fn issue_detail(action: &str, data: &Value, issue: &Value) -> Option<String> {
+fn issue_detail(action: &str, data: &Data, issue: &Issue) -> Option<String> {
     match action {
-        "resolved" => {
-            text(data.get("resolution_type")).map(|how| cap(&format!("resolution: {how}")))
-        }
-        "assigned" => assignee(data.get("assignee"))
-            .or_else(|| assignee(issue.get("assignedTo")))
-            .map(|who| cap(&format!("assigned to {who}"))),
+        "resolved" => text(&data.resolution_type).map(|how| cap(&format!("resolution: {how}"))),
+        "assigned" => assignee_of(data, issue).map(|who| cap(&format!("assigned to {who}"))),
         _ => None,
     }
 }
@@ -369,22 +361,18 @@ const MAX_NAME_CHARS: usize = 200;
 ///
 /// - status: the action's own for `resolved` (in the next release when `data.resolution_type`
 ///   or the issue says so), `ignored`/`archived` and `unresolved`, since the serialized issue
-///   may lag behind the change it announces; the issue's for `assigned` ([`reported_status`]).
-///   An archive's condition always comes from the issue ([`archive_of`]).
-/// - assignee: `data.assignee`, else `issue.assignedTo` (see [`assignee`]).
+///   may lag behind the change it announces; the issue's for `assigned`
+///   ([`Issue::reported_status`]). An archive's condition always comes from the issue
+///   ([`Issue::archive`]).
+/// - assignee: `data.assignee`, else `issue.assignedTo` (see [`Assignee::name`]).
 /// - by: the delivery's `actor.name` when `actor.type` is `user`; `None` when Sentry credits an
 ///   application (an integration acting through its token, a rule, Sentry itself).
 /// - at: `None`; the store stamps the time the notice arrived.
-fn notice_state(
-    action: &str,
-    data: &Value,
-    issue: &Value,
-    actor: Option<&Value>,
-) -> Option<IssueState> {
-    let reported = reported_status(issue);
+fn notice_state(action: &str, data: &Data, issue: &Issue, actor: &Actor) -> Option<IssueState> {
+    let reported = issue.reported_status();
     let status = match action {
         "resolved" => {
-            let by_release = str_of(data.get("resolution_type")) == Some("in_next_release");
+            let by_release = str_of(&data.resolution_type) == Some("in_next_release");
             let in_next_release = match reported {
                 Some(Status::Resolved { in_next_release }) => in_next_release || by_release,
                 _ => by_release,
@@ -392,72 +380,33 @@ fn notice_state(
             Status::Resolved { in_next_release }
         }
         "ignored" | "archived" => Status::Archived {
-            archive: archive_of(issue),
+            archive: issue.archive(),
         },
         "unresolved" => Status::Unresolved,
         "assigned" => reported.unwrap_or_default(),
         _ => return None,
     };
-    let by = actor
-        .filter(|actor| str_of(actor.get("type")) == Some("user"))
-        .and_then(|actor| one_line(actor.get("name")))
+    let by = (str_of(&actor.kind) == Some("user"))
+        .then(|| one_line(&actor.name))
+        .flatten()
         .map(|name| name_cap(&name));
     Some(IssueState {
         status,
-        assignee: assignee(data.get("assignee"))
-            .or_else(|| assignee(issue.get("assignedTo")))
-            .map(|name| name_cap(&name)),
+        assignee: assignee_of(data, issue).map(|name| name_cap(&name)),
         by,
         at_ms: None,
     })
 }
 
-/// The status a serialized Sentry issue reports: a webhook's `data.issue`, or the issue the
-/// API answers a change with. `status` `resolved` (in the next release when
-/// `statusDetails.inNextRelease` or `inUpcomingRelease` is true), `resolvedInNextRelease`,
-/// `ignored`/`archived` (with [`archive_of`]), `unresolved`. `None` without a `status`, or
-/// for a transient one (`pending_deletion`, `pending_merge`, `reprocessing`).
-pub(crate) fn reported_status(issue: &Value) -> Option<Status> {
-    let details = issue.get("statusDetails").unwrap_or(&Value::Null);
-    let flag = |key: &str| details.get(key).and_then(Value::as_bool) == Some(true);
-    match str_of(issue.get("status"))? {
-        "resolved" => Some(Status::Resolved {
-            in_next_release: flag("inNextRelease") || flag("inUpcomingRelease"),
-        }),
-        "resolvedInNextRelease" => Some(Status::Resolved {
-            in_next_release: true,
-        }),
-        "ignored" | "archived" => Some(Status::Archived {
-            archive: archive_of(issue),
-        }),
-        "unresolved" => Some(Status::Unresolved),
-        _ => None,
-    }
+/// The assignee a notice names: `data.assignee`, else `issue.assignedTo`.
+fn assignee_of(data: &Data, issue: &Issue) -> Option<String> {
+    data.assignee.name().or_else(|| issue.assigned_to.name())
 }
 
-/// How long an archived issue stays archived: `substatus` `archived_until_escalating` or
-/// `archived_forever`; else (`archived_until_condition_met`, or no substatus) the first of
-/// `statusDetails.ignoreCount` (events still to come), `ignoreDuration` (minutes; the answer of
-/// Sentry's bulk update), `ignoreUntil` (when it ends); with none of them, forever.
-fn archive_of(issue: &Value) -> Archive {
-    match str_of(issue.get("substatus")) {
-        Some("archived_until_escalating") => return Archive::Escalating,
-        Some("archived_forever") => return Archive::Forever,
-        _ => {}
-    }
-    let details = issue.get("statusDetails").unwrap_or(&Value::Null);
-    let positive = |key: &str| count(details.get(key)).filter(|n| *n > 0);
-    if let Some(count) = positive("ignoreCount") {
-        Archive::Count { count }
-    } else if let Some(minutes) = positive("ignoreDuration") {
-        Archive::Minutes { minutes }
-    } else if let Some(secs) = unix_seconds(details.get("ignoreUntil")) {
-        Archive::UntilTime {
-            until_ms: secs.saturating_mul(1000),
-        }
-    } else {
-        Archive::Forever
-    }
+/// The status a serialized Sentry issue held as a `Value` reports (the issue Sentry's API
+/// answers a change with): see [`Issue::reported_status`].
+pub(crate) fn reported_status(issue: &Value) -> Option<Status> {
+    from_value::<Issue>(issue).reported_status()
 }
 
 /// `name` cut to [`MAX_NAME_CHARS`] chars, on a char boundary.
@@ -465,43 +414,32 @@ fn name_cap(name: &str) -> String {
     name.chars().take(MAX_NAME_CHARS).collect()
 }
 
-/// An assignee's display name: `name`, else `email`, else `username`/`slug`; teams as `#name`.
+/// An assignee's display name, from a `Value` (an issue's `assignedTo` in an answer of
+/// Sentry's API): see [`Assignee::name`].
 pub(crate) fn assignee(v: Option<&Value>) -> Option<String> {
-    let v = v?;
-    if let Some(name) = str_of(Some(v)) {
-        return first_line(name);
-    }
-    let name = ["name", "email", "username", "slug"]
-        .iter()
-        .find_map(|key| str_of(v.get(*key)).and_then(first_line))?;
-    if str_of(v.get("type")) == Some("team") && !name.starts_with('#') {
-        Some(format!("#{name}"))
-    } else {
-        Some(name)
-    }
+    from_value::<Assignee>(v?).name()
 }
 
 /// `metric_alert.critical|warning|resolved`: a metric alert rule changed state.
-fn metric_alert(action: String, data: &Value, projects: &ProjectMap) -> Result<Alert, Malformed> {
+fn metric_alert(action: String, data: &Data, projects: &ProjectMap) -> Result<Alert, Malformed> {
     const R: &str = "metric_alert";
     let alert = data
-        .get("metric_alert")
-        .filter(|a| a.is_object())
+        .metric_alert
+        .0
+        .as_deref()
         .ok_or_else(|| Malformed::missing(R, "data.metric_alert"))?;
-    let rule = alert.get("alert_rule").unwrap_or(&Value::Null);
-    let key = id(rule.get("id"))
-        .or_else(|| id(alert.get("id")))
-        .ok_or_else(|| {
-            Malformed::missing(R, "data.metric_alert.alert_rule.id or data.metric_alert.id")
-        })?;
-    let mut slugs = project_list(alert.get("projects"), projects);
+    let rule = &alert.alert_rule;
+    let key = id(&rule.id).or_else(|| id(&alert.id)).ok_or_else(|| {
+        Malformed::missing(R, "data.metric_alert.alert_rule.id or data.metric_alert.id")
+    })?;
+    let mut slugs = project_list(&alert.projects.0, projects);
     if slugs.is_empty() {
-        slugs = project_list(rule.get("projects"), projects);
+        slugs = project_list(&rule.projects.0, projects);
     }
     if slugs.is_empty() {
         slugs.push(UNKNOWN_PROJECT.into());
     }
-    let rule_name = one_line(rule.get("name"));
+    let rule_name = one_line(&rule.name);
     let level = match action.as_str() {
         "critical" => Level::Fatal,
         "warning" => Level::Warning,
@@ -515,52 +453,42 @@ fn metric_alert(action: String, data: &Value, projects: &ProjectMap) -> Result<A
         short_id: None,
         event_id: None,
         projects: slugs,
-        environment: text(rule.get("environment")),
+        environment: text(&rule.environment),
         level,
-        title: one_line(data.get("description_title"))
+        title: one_line(&data.description_title)
             .or_else(|| rule_name.clone())
-            .or_else(|| one_line(alert.get("title")))
+            .or_else(|| one_line(&alert.title))
             .unwrap_or_else(|| UNTITLED.into()),
         culprit: None,
         release: None,
-        issue_url: http_url(data.get("web_url")),
+        issue_url: http_url(&data.web_url),
         event_url: None,
         tags: Vec::new(),
         timestamp: [
-            "date_closed",
-            "date_detected",
-            "date_started",
-            "date_created",
+            &alert.date_closed,
+            &alert.date_detected,
+            &alert.date_started,
+            &alert.date_created,
         ]
-        .iter()
-        .find_map(|key| unix_seconds(alert.get(*key))),
-        sentry_first_seen: unix_seconds(alert.get("date_started")),
+        .into_iter()
+        .find_map(unix_seconds),
+        sentry_first_seen: unix_seconds(&alert.date_started),
         sentry_count: None,
         rule: rule_name,
-        detail: str_of(data.get("description_text")).map(|d| cap(&d.replace("\\n", "\n"))),
+        detail: str_of(&data.description_text).map(|d| cap(&d.replace("\\n", "\n"))),
         state: None,
     })
 }
 
 /// Project references of a metric alert: slugs, or ids mapped through `projects`; duplicates
 /// dropped, at most [`MAX_PROJECTS`].
-fn project_list(v: Option<&Value>, projects: &ProjectMap) -> Vec<String> {
+fn project_list(items: &[ProjectRef], projects: &ProjectMap) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for item in v
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for item in items {
         if out.len() >= MAX_PROJECTS {
             break;
         }
-        let slug = match item {
-            Value::Object(_) => {
-                text(item.get("slug")).or_else(|| project_ref(item.get("id"), projects))
-            }
-            _ => project_ref(Some(item), projects),
-        };
-        if let Some(slug) = slug.filter(|s| !out.contains(s)) {
+        if let Some(slug) = item.slug(projects).filter(|s| !out.contains(s)) {
             out.push(slug);
         }
     }
@@ -568,17 +496,12 @@ fn project_list(v: Option<&Value>, projects: &ProjectMap) -> Vec<String> {
 }
 
 /// `comment.created|updated|deleted`: a comment on an issue.
-fn comment(
-    action: String,
-    root: &Map<String, Value>,
-    projects: &ProjectMap,
-) -> Result<Alert, Malformed> {
+fn comment(action: String, root: &Delivery, projects: &ProjectMap) -> Result<Alert, Malformed> {
     const R: &str = "comment";
-    let data = root.get("data").unwrap_or(&Value::Null);
-    let issue_id =
-        id(data.get("issue_id")).ok_or_else(|| Malformed::missing(R, "data.issue_id"))?;
-    let project = text(data.get("project_slug"))
-        .or_else(|| project_ref(data.get("project_id"), projects))
+    let data = &root.data;
+    let issue_id = id(&data.issue_id).ok_or_else(|| Malformed::missing(R, "data.issue_id"))?;
+    let project = text(&data.project_slug)
+        .or_else(|| project_ref(&data.project_id, projects))
         .unwrap_or_else(|| UNKNOWN_PROJECT.into());
     let verb = match action.as_str() {
         "created" => "Comment".to_owned(),
@@ -586,9 +509,7 @@ fn comment(
         "deleted" => "Comment deleted".to_owned(),
         other => format!("Comment {}", clip(other)),
     };
-    let author = root
-        .get("actor")
-        .and_then(|actor| one_line(actor.get("name")));
+    let author = one_line(&root.actor.name);
     let title = match author {
         Some(author) => format!("{verb} on issue {issue_id} by {author}"),
         None => format!("{verb} on issue {issue_id}"),
@@ -608,11 +529,11 @@ fn comment(
         issue_url: None,
         event_url: None,
         tags: Vec::new(),
-        timestamp: unix_seconds(data.get("timestamp")),
+        timestamp: unix_seconds(&data.timestamp),
         sentry_first_seen: None,
         sentry_count: None,
         rule: None,
-        detail: text(data.get("comment")),
+        detail: text(&data.comment),
         state: None,
     })
 }

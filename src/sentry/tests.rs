@@ -895,6 +895,65 @@ proptest! {
     }
 }
 
+/// The payload is read into typed structs (`payload.rs`), not a `Value` tree, and reads as a
+/// `Value` did: the last of duplicate keys wins, a field of the wrong type is absent, escaped
+/// strings and keys read unescaped.
+#[test]
+fn payloads_read_as_a_value_tree_read_them() {
+    let body = br#"{"action":"created","action":"triggered","data":{"event":{"event_id":"gone"},
+        "event":{"ev\u0065nt_id":"E1","title":7,"title":["x"],"metadata":"KeyError",
+        "exception":{"values":[{"type":"Key\"Error\"","value":"'x'","stacktrace":{"frames":[{"vars":{"a":[1,{"b":null}]}}]}}]},
+        "tags":"env=prod","level":{"a":1},"environment":"prod","environment":null,
+        "timestamp":"soon","datetime":1566248777.5,"project":{"id":4505},"release":1.5,"culprit":false,
+        "breadcrumbs":{"values":[{"message":"\ud83d\ude00","data":{"n":-0.0}}]}}}}"#;
+    let projects = ProjectMap::from([("4505".to_string(), "checkout".to_string())]);
+    let Ok(Parsed::Alert(a)) = parse("event_alert", body, &projects) else {
+        panic!()
+    };
+    assert_eq!(a.action, "triggered");
+    assert_eq!(a.event_id.as_deref(), Some("e1"));
+    assert_eq!(a.title, "Key\"Error\": 'x'");
+    assert_eq!(
+        (a.level, a.environment, a.release, a.culprit),
+        (Level::Error, None, None, None)
+    );
+    assert!(a.tags.is_empty());
+    assert_eq!(a.timestamp, Some(1_566_248_777));
+    assert_eq!(a.projects, ["unknown"], "an object is not a project id");
+
+    let body = br#"{"action":"resolved","actor":{"type":"user","name":"Ada"},"actor":"Ada",
+        "data":{"issue":{"id":"9","project":{"slug":"web"},"project":{"id":4505},"count":[3]}}}"#;
+    let Ok(Parsed::Alert(a)) = parse("issue", body, &projects) else {
+        panic!()
+    };
+    assert_eq!((a.projects[0].as_str(), a.sentry_count), ("checkout", None));
+    assert_eq!(state_of(&a).by, None, "the last actor is a string");
+}
+
+/// What is not read is still checked as JSON, as parsing it into a `Value` checked it: the
+/// same error, at the same place.
+#[test]
+fn unread_parts_must_still_be_json() {
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let bodies: [Vec<u8>; 4] = [
+        br#"{"action":"triggered","data":{"event":{"event_id":"1","extra":"\ud83d"}}}"#.to_vec(),
+        b"{\"action\":\"triggered\",\"data\":{\"event\":{\"event_id\":\"1\",\"extra\":\"\xff\"}}}"
+            .to_vec(),
+        format!(r#"{{"action":"triggered","data":{{"event":{{"event_id":"1","extra":{deep}}}}}}}"#)
+            .into_bytes(),
+        br#"{"action":"triggered","data":{"event":{"event_id":"1","extra":1e999}}}"#.to_vec(),
+    ];
+    for body in &bodies {
+        let refused = serde_json::from_slice::<Value>(body).expect_err("not JSON");
+        assert_eq!(
+            malformed("event_alert", body),
+            format!("body is not JSON: {refused}"),
+            "the same error as a Value"
+        );
+        assert!(parse_legacy(body, &no_projects()).is_err());
+    }
+}
+
 /// An event without `title` or `metadata` is titled as Sentry titles it: from its main
 /// exception (the last of `exception.values`), else its message.
 #[test]
