@@ -9,6 +9,9 @@
 //! the transaction that writes its effects, so a leader killed mid-batch leaves it whole for
 //! the next leader: nothing is folded twice or lost.
 //!
+//! On SQLite (one process, one writer) each group commit folds its own deliveries instead
+//! (`Backend::FOLDS_AT_COMMIT` in `store/sql`), so the loop finds the queue empty there.
+//!
 //! It is woken by this process's webhooks, by the announcements of other replicas (PostgreSQL
 //! `NOTIFY`, see [`crate::leader`]), and at least every [`IDLE_POLL`]. After a batch that queued
 //! messages (or made a follow-up due) it wakes the delivery worker, so the messages it renders

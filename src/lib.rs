@@ -33,7 +33,8 @@
 //!   replay); `store::writer` keeps a failed write transaction from leaving its connection in
 //!   doubt. It executes the plans of [`storm`].
 //! - [`fold`]: the leader's fold loop: folds what the request path appended into counts,
-//!   storm decisions and outbox rows, in batches, each exactly once.
+//!   storm decisions and outbox rows, in batches, each exactly once (PostgreSQL; on SQLite
+//!   the group commit folds its own deliveries).
 //! - [`leader`]: which replica delivers when several share PostgreSQL (an advisory lock).
 //! - [`counts`]: the 7-day and 30-day windows, the sparkline, number formatting.
 //! - [`storm`]: storm control decisions: per-issue cooldowns, mutes, breakthrough spikes and

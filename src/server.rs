@@ -588,11 +588,21 @@ async fn commit(
     let outcome = store_delivery(state, body_sha256, resource, request_id, alert, targets).await?;
     match outcome {
         IngestOutcome::DuplicateDelivery => Ok(duplicate(resource)),
-        IngestOutcome::Stored { counted, to_fold } => {
+        IngestOutcome::Stored {
+            counted,
+            to_fold,
+            queued,
+            follow_up_due,
+        } => {
             // The fold loop (this process's, if it leads; the leader's hears of it from the
             // store) folds it into counts, cooldowns and messages.
             if to_fold {
                 state.fold.notify_one();
+            }
+            // Folded in the commit (SQLite): new rows, or a cooldown that now ends with a
+            // follow-up, make the worker's next wake sooner than it planned.
+            if queued > 0 || follow_up_due {
+                state.wake.notify_one();
             }
             tracing::info!(resource, issue, routes, channels, counted, "ingest: stored");
             let response = (

@@ -9,7 +9,8 @@
 //! shares, so replicas ingest side by side. [`Store::fold`] (the leader's fold loop,
 //! `crate::fold`) then folds queued deliveries in batches into issues, counts, cooldowns,
 //! mutes and outbox rows, each exactly once: a batch's rows leave the queue in the
-//! transaction that writes their effects.
+//! transaction that writes their effects. On SQLite, one process and one writer, the
+//! ingest transaction folds its deliveries itself and queues nothing.
 
 pub(crate) mod postgres;
 mod sql;
@@ -77,12 +78,18 @@ pub enum IngestOutcome {
     DuplicateDelivery,
     /// New delivery, committed.
     Stored {
-        /// It was a new occurrence and will be counted (false for an event seen before, under
+        /// It was a new occurrence and is counted (false for an event seen before, under
         /// another resource or in another delivery, and for notices that are not occurrences).
         counted: bool,
-        /// It waits in the fold queue (a new occurrence, or a notice): the fold loop must be
-        /// told. False for an ignored delivery and a repeat of a known event.
+        /// It waits in the fold queue (a new occurrence, or a notice, on PostgreSQL): the fold
+        /// loop must be told. False for an ignored delivery, a repeat of a known event, and
+        /// on SQLite, where the group commit folds its deliveries itself.
         to_fold: bool,
+        /// Folded in the commit (SQLite): outbox rows queued for Slack.
+        queued: usize,
+        /// Folded in the commit (SQLite): a follow-up is now due (see
+        /// [`Folded::follow_up_due`]); the delivery worker must be told, as of queued rows.
+        follow_up_due: bool,
     },
 }
 
@@ -553,7 +560,9 @@ pub trait Store: Send + Sync + 'static {
     /// its event id, and (a new occurrence, or a notice) its place in the fold queue with its
     /// routed targets. A body seen before changes nothing; an event id seen before is not
     /// queued again, so it is never counted or posted twice. No row another delivery shares
-    /// is written: replicas ingest side by side.
+    /// is written: replicas ingest side by side. On SQLite (one process, one writer) the
+    /// group commit instead folds its deliveries itself, as [`Store::fold`] would, in the
+    /// same transaction.
     async fn ingest(&self, delivery: Delivery) -> Result<IngestOutcome, StoreError>;
 
     /// Folds up to `limit` queued deliveries, oldest first, in one transaction that also

@@ -77,6 +77,9 @@ impl Backend for Postgres {
 
     const LOCK_ROWS: &'static str = " FOR UPDATE";
 
+    /// Replicas append; the leader folds.
+    const FOLDS_AT_COMMIT: bool = false;
+
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }

@@ -79,20 +79,25 @@ enum Ingested {
     },
 }
 
-/// Ingests `d`, then folds the queue as the leader's fold loop does right after, and answers
-/// with what became of `d`.
+/// Ingests `d`, then folds the queue as the leader's fold loop does right after (on SQLite
+/// the commit folded it already), and answers with what became of `d`.
 async fn ingest(store: &dyn Store, d: Delivery) -> Result<Ingested, StoreError> {
     let body = d.body_sha256;
     let outcome = store.ingest(d).await?;
     let folded = fold_all(store).await;
     Ok(match outcome {
         IngestOutcome::DuplicateDelivery => Ingested::DuplicateDelivery,
-        IngestOutcome::Stored { counted, .. } => {
+        IngestOutcome::Stored {
+            counted,
+            queued,
+            follow_up_due,
+            ..
+        } => {
             let f = folded.iter().find(|f| f.body_sha256 == body);
             Ingested::Stored {
                 counted,
-                queued: f.map_or(0, |f| f.queued),
-                follow_up_due: f.is_some_and(|f| f.follow_up_due),
+                queued: queued + f.map_or(0, |f| f.queued),
+                follow_up_due: follow_up_due || f.is_some_and(|f| f.follow_up_due),
             }
         }
     })
@@ -1054,7 +1059,6 @@ where
     Fut: std::future::Future<Output = Arc<dyn Store>>,
 {
     dedupes_deliveries_and_events(&*open().await).await;
-    deliveries_wait_for_the_fold_and_are_folded_once(&*open().await).await;
     counts_by_received_day(&*open().await).await;
     notices_update_the_issue_but_are_not_counted(&*open().await).await;
     outbox_lifecycle_keeps_the_accounting(&*open().await).await;
@@ -1082,10 +1086,13 @@ where
     status::pruned_deliveries_take_their_trail_along(&*open().await).await;
 }
 
-/// Ingest appends, and counts nothing by itself: a new occurrence and a notice wait in the
-/// fold queue (a repeat of their event and an ignored delivery do not), and the fold takes
-/// them in order, in batches of the size asked for, each once.
-async fn deliveries_wait_for_the_fold_and_are_folded_once(store: &dyn Store) {
+/// On PostgreSQL ingest appends, and counts nothing by itself: a new occurrence and a notice
+/// wait in the fold queue (a repeat of their event and an ignored delivery do not), and the
+/// fold takes them in order, in batches of the size asked for, each once.
+#[tokio::test]
+async fn postgres_deliveries_wait_for_the_fold_and_are_folded_once() {
+    let db = crate::testing::ScratchPostgres::new().await;
+    let store = &*open(db.url()).await.unwrap();
     let first = delivery("q1", T0, Some(alert("q", Some("eq1"))), &["chan"]);
     let notice = delivery("q2", T0 + 5, Some(alert("q", None)), &["chan"]);
     let repeat = delivery("q3", T0 + 7, Some(alert("q", Some("eq1"))), &["chan"]);
@@ -1094,7 +1101,12 @@ async fn deliveries_wait_for_the_fold_and_are_folded_once(store: &dyn Store) {
     for d in [first.clone(), notice.clone(), repeat, ignored] {
         answers.push(store.ingest(d).await.unwrap());
     }
-    let stored = |counted, to_fold| IngestOutcome::Stored { counted, to_fold };
+    let stored = |counted, to_fold| IngestOutcome::Stored {
+        counted,
+        to_fold,
+        queued: 0,
+        follow_up_due: false,
+    };
     assert_eq!(
         answers,
         [
@@ -1150,12 +1162,37 @@ async fn deliveries_wait_for_the_fold_and_are_folded_once(store: &dyn Store) {
     );
 }
 
-/// A process that stops before folding what it acknowledged leaves it in the queue: the next
-/// one folds it, once.
+/// On SQLite the group commit folds its own deliveries: the answer says what it queued,
+/// nothing waits for the fold loop, and the counts are there at once.
 #[tokio::test]
-async fn deliveries_left_unfolded_at_a_crash_are_folded_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("f.db").display());
+async fn sqlite_group_commits_fold_their_own_deliveries() {
+    let store = &*open("sqlite::memory:").await.unwrap();
+    let first = delivery("s1", T0, Some(alert("s", Some("es1"))), &["chan"]);
+    let repeat = delivery("s2", T0 + 1_000, Some(alert("s", Some("es2"))), &["chan"]);
+    let answers = [
+        store.ingest(first).await.unwrap(),
+        store.ingest(repeat).await.unwrap(),
+    ];
+    let stored = |queued, follow_up_due| IngestOutcome::Stored {
+        counted: true,
+        to_fold: false,
+        queued,
+        follow_up_due,
+    };
+    // The first posts; the second falls in its cooldown, which now ends with a follow-up.
+    assert_eq!(answers, [stored(1, false), stored(0, true)]);
+    assert_eq!(store.fold_backlog().await.unwrap(), FoldBacklog::default());
+    assert_eq!(store.issue_stats("s", T0).await.unwrap().week(), 2);
+    assert_eq!(accounted(store).await.occurrences_routed, 2);
+    assert!(store.fold(10).await.unwrap().folded.is_empty());
+}
+
+/// A replica that stops before anyone folded what it acknowledged leaves it in the queue: the
+/// next leader folds it, once.
+#[tokio::test]
+async fn postgres_deliveries_left_unfolded_at_a_crash_are_folded_after_the_restart() {
+    let db = crate::testing::ScratchPostgres::new().await;
+    let url = db.url().to_string();
     let first = open(&url).await.unwrap();
     for i in 0..3 {
         let event = format!("crash-{i}");
@@ -1170,6 +1207,7 @@ async fn deliveries_left_unfolded_at_a_crash_are_folded_after_the_restart() {
     drop(first);
     let second = open(&url).await.unwrap();
     assert_eq!(second.fold_backlog().await.unwrap().pending, 3);
+    assert_eq!(second.issue_stats("crash", T0).await.unwrap().week(), 0);
     assert_eq!(fold_all(&*second).await.len(), 3);
     assert_eq!(second.issue_stats("crash", T0).await.unwrap().week(), 3);
     assert_eq!(accounted(&*second).await.occurrences_routed, 3);

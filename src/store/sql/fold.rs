@@ -11,7 +11,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Row, Type
 
 use super::group::{self, FoldPayload, GroupRows, IssueRow, Live};
 use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value, values};
-use crate::store::{Delivery, FoldBacklog, FoldReport, StoreError};
+use crate::store::{Delivery, FoldBacklog, FoldReport, Folded, StoreError};
 use crate::storm::{self, MuteState, PairState};
 
 /// A fold queue row as read.
@@ -55,11 +55,25 @@ where
                 counted: q.counted,
             })
             .collect();
-        Self::upsert_issues(conn, &group::issue_rows(&group, &live)).await?;
+        let folded = Self::fold_group(conn, &group, &live).await?;
+        let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
+        Self::dequeue(conn, &ids).await?;
+        Ok(FoldReport { folded })
+    }
+
+    /// Folds the `live` deliveries of `group` within the caller's transaction: the issues,
+    /// the storm planner's decisions and the rows they imply. What became of each delivery of
+    /// `group`, by its index (nothing, for one that is not live).
+    pub(super) async fn fold_group(
+        conn: &mut DB::Connection,
+        group: &[&Delivery],
+        live: &[Live],
+    ) -> Result<Vec<Folded>, StoreError> {
+        Self::upsert_issues(conn, &group::issue_rows(group, live)).await?;
         // Issue notices and comments go where the issue's occurrences went.
-        let earlier = Self::read_earlier_targets(conn, &group::followers(&group, &live)).await?;
-        let followed = group::followed(&group, &live, &earlier);
-        let routed = group::routed(&group, &live, &followed);
+        let earlier = Self::read_earlier_targets(conn, &group::followers(group, live)).await?;
+        let followed = group::followed(group, live, &earlier);
+        let routed = group::routed(group, live, &followed);
         // The cooldown and mute of every (issue, channel) an occurrence goes to, held until
         // commit.
         let pairs = group::occurrence_pairs(&routed);
@@ -68,13 +82,9 @@ where
         // Decide, in order: outbox rows, folds, holds, spikes, and the counters they imply.
         let planned: Vec<storm::Routed> = routed.iter().map(|r| r.planned()).collect();
         let plan = storm::plan_ingest(&planned, stored, mutes);
-        let rows = GroupRows::build(&group, &live, &routed, plan)?;
+        let rows = GroupRows::build(group, live, &routed, plan)?;
         Self::write_group(conn, &rows).await?;
-        let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
-        Self::dequeue(conn, &ids).await?;
-        Ok(FoldReport {
-            folded: rows.folded,
-        })
+        Ok(rows.folded)
     }
 
     /// The oldest `limit` rows of the fold queue (locked on PostgreSQL, so that a second

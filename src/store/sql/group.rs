@@ -353,8 +353,8 @@ fn sql_count(n: u64) -> i64 {
 }
 
 impl<'a> GroupRows<'a> {
-    /// The rows for `plan`, the storm planner's decisions about `routed`, the alerts of a
-    /// fold batch (every delivery of which is `live`).
+    /// The rows for `plan`, the storm planner's decisions about `routed`, the alerts of the
+    /// `live` deliveries of `group` (a fold batch, or a group commit on SQLite).
     pub(super) fn build(
         group: &[&'a Delivery],
         live: &[Live],
@@ -482,6 +482,8 @@ pub(super) fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcom
                 IngestOutcome::Stored {
                     counted: false,
                     to_fold: false,
+                    queued: 0,
+                    follow_up_due: false,
                 }
             } else {
                 IngestOutcome::DuplicateDelivery
@@ -492,9 +494,29 @@ pub(super) fn outcomes(new_delivery: &[bool], live: &[Live]) -> Vec<IngestOutcom
         outcomes[l.index] = IngestOutcome::Stored {
             counted: l.counted,
             to_fold: true,
+            queued: 0,
+            follow_up_due: false,
         };
     }
     outcomes
+}
+
+/// The group's deliveries were folded in their commit (`folded`, by index): none waits for
+/// the fold loop, and each answer says what its fold queued.
+pub(super) fn folded_at_commit(outcomes: &mut [IngestOutcome], folded: &[Folded]) {
+    for (outcome, f) in outcomes.iter_mut().zip(folded) {
+        if let IngestOutcome::Stored {
+            to_fold,
+            queued,
+            follow_up_due,
+            ..
+        } = outcome
+        {
+            *to_fold = false;
+            *queued = f.queued;
+            *follow_up_due = f.follow_up_due;
+        }
+    }
 }
 
 /// A delivery's alert and routed targets as a fold queue row's `payload` holds them.

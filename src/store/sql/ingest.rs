@@ -28,8 +28,9 @@ where
 {
     /// Commits a group of deliveries on the request path with a fixed number of statements,
     /// whatever its size, touching no row another delivery shares: each delivery's own row,
-    /// its event id's claim, and for those that go on, a fold queue row. Decisions are made in
-    /// memory in delivery order, exactly as if each delivery had been applied alone.
+    /// its event id's claim, and for those that go on, a fold queue row (on SQLite, where
+    /// [`Backend::FOLDS_AT_COMMIT`], their fold instead). Decisions are made in memory in
+    /// delivery order, exactly as if each delivery had been applied alone.
     pub(super) async fn apply_group(
         conn: &mut DB::Connection,
         group: &[&Delivery],
@@ -40,9 +41,15 @@ where
         let new_delivery = group::new_deliveries(group, inserted);
         let new_events = Self::claim_events(conn, group, &new_delivery).await?;
         let live = group::live_deliveries(group, &new_delivery, new_events);
-        Self::queue_folds(conn, &group::fold_rows(group, &live)?).await?;
+        let mut outcomes = group::outcomes(&new_delivery, &live);
+        if DB::FOLDS_AT_COMMIT {
+            let folded = Self::fold_group(conn, group, &live).await?;
+            group::folded_at_commit(&mut outcomes, &folded);
+        } else {
+            Self::queue_folds(conn, &group::fold_rows(group, &live)?).await?;
+        }
         Self::mark_duplicates(conn, &group::duplicates(group, &new_delivery, &live)).await?;
-        Ok(group::outcomes(&new_delivery, &live))
+        Ok(outcomes)
     }
 
     /// Inserts the group's deliveries (sorted by body, the order their row locks are taken

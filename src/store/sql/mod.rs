@@ -28,7 +28,8 @@
 //! failed group fails every delivery in it (each caller answers 503; nothing of the group was
 //! acknowledged). A group that queued deliveries to fold is announced (on PostgreSQL, by a
 //! `NOTIFY` sent after the commit, not in it: a `NOTIFY` in a transaction serialises every
-//! committing transaction that sends one).
+//! committing transaction that sends one). Where [`Backend::FOLDS_AT_COMMIT`] (SQLite: one
+//! process, one writer) the group commit folds its deliveries in its own transaction instead.
 //!
 //! **Several writers.** On PostgreSQL several replicas commit at once. Their group commits
 //! only insert rows keyed by the delivery, its event id, or a sequence (the fold queue), so
@@ -102,6 +103,11 @@ pub trait Backend: Database {
 
     /// What ends the fold's read of its batch: a row lock on PostgreSQL (see `fold.rs`).
     const LOCK_ROWS: &'static str;
+
+    /// Whether a group commit folds its own deliveries in its transaction instead of queueing
+    /// them for the leader's fold loop: where one process is the only writer, the queue would
+    /// only add a second transaction per group.
+    const FOLDS_AT_COMMIT: bool;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
