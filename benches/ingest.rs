@@ -73,15 +73,16 @@
 //!   `BENCH_PREFILL` (default 1,000,000) deliveries over the last 90 days, as a store with a
 //!   full retention holds (`benches/support/prefill.rs`); its ratio to the empty store's row is
 //!   printed.
-//! - `storm`: 20,000 events of 50 issues into one channel with the default storm limits, on
-//!   SQLite: what reaches Slack and how fast (at most burst 3 + 1/s), the accounting, the time
-//!   from the storm's first request to Slack's first request (target 2 s), and the fold lag
-//!   (`sluice_fold_lag_seconds`, read every 100 ms): its peak, and how long after the storm's
-//!   last answer it is under 1 s again (target 5 s).
+//! - `storm` and `storm (postgres)`: 20,000 events of 50 issues into one channel with the
+//!   default storm limits, on SQLite and on one PostgreSQL replica (where the leader's fold
+//!   loop folds): what reaches Slack and how fast (at most burst 3 + 1/s), the accounting, the
+//!   time from the storm's first request to Slack's first request (target 2 s), and the fold
+//!   lag (`sluice_fold_lag_seconds`, read every 100 ms): its peak, and how long after the
+//!   storm's last answer it is under 1 s again (target 5 s).
 //!
 //! Knobs (environment): `BENCH_REQUESTS` (default 10000), `BENCH_CONNECTIONS` (default 64),
 //! `BENCH_ROWS` (the rows to run, as comma-separated substrings of their names,
-//! case-insensitive, the storm run being `storm`; default: all, e.g.
+//! case-insensitive, the storm runs being `storm` and `storm (postgres)`; default: all, e.g.
 //! `BENCH_ROWS=capped cargo bench --bench ingest` runs the two capped rows only; ratios whose
 //! rows did not run are left out), `BENCH_PREFILL` (default 1000000), `BENCH_REPLICA_CPU` (the
 //! cap of each capped replica, in cores; default 0.15), `SLUICE_BIN` (the `sluice` binary;
@@ -454,6 +455,7 @@ const NAIVE: &str = "naive python relay";
 const SLACK_429: &str = "sluice, Slack 429";
 const SLACK_503: &str = "sluice, Slack 503";
 const STORM: &str = "storm";
+const STORM_PG: &str = "storm (postgres)";
 
 fn is_202(s: StatusCode) -> bool {
     s == StatusCode::ACCEPTED
@@ -1185,6 +1187,8 @@ async fn run_sluice_with_slack(b: &Bench, name: &'static str, reply: Reply, tag:
 
 /// The storm run's results.
 struct Storm {
+    /// `storm` (SQLite) or `storm (postgres)`.
+    name: &'static str,
     events: usize,
     issues: usize,
     errors: usize,
@@ -1248,8 +1252,10 @@ async fn sample_fold_lag(
 }
 
 /// 20,000 events of 50 issues into one channel with the default storm limits (1/s, burst 3,
-/// max_backlog 20, cooldown 30m): what reaches Slack, how fast, and the accounting terms.
-async fn run_storm(b: &Bench) -> Result<Storm, String> {
+/// max_backlog 20, cooldown 30m): what reaches Slack, how fast, and the accounting terms. On
+/// SQLite (`postgres` false) each group commit folds its own deliveries; on PostgreSQL the
+/// leader's fold loop folds them, so there the fold lag says whether it keeps up.
+async fn run_storm(b: &Bench, postgres: bool) -> Result<Storm, String> {
     const EVENTS: usize = 20_000;
     const ISSUES: usize = 50;
     let extra = r#"
@@ -1261,7 +1267,19 @@ project = "storm"
 channels = ["storm"]
 "#
     .replace("SINK", &b.sink.base);
-    let proc = start_sluice(b, &b.dir.path().join("storm"), &extra).await?;
+    // Dropped after the run (and the process before it): the scratch database goes too.
+    let db = if postgres {
+        Some(scratch_postgres().await?)
+    } else {
+        None
+    };
+    let (dir, name) = match &db {
+        Some(_) => (b.dir.path().join("storm-postgres"), STORM_PG),
+        None => (b.dir.path().join("storm"), STORM),
+    };
+    let mut proc = spawn_sluice(b, name, &dir, db.as_ref().map(|d| d.url()), &extra)?;
+    proc.wait_ready("/readyz", READY_WITHIN).await?;
+    wait_for_leader(std::slice::from_ref(&proc)).await?;
     let start = b.sink.received_count();
     let requests = signed_deliveries((0..EVENTS).map(|i| EventSpec {
         project: "storm".into(),
@@ -1297,7 +1315,10 @@ channels = ["storm"]
         .filter_map(|l| l.split_once("{channel=\"storm\"} "))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    drop(proc);
+    drop(db);
     Ok(Storm {
+        name,
         events: EVENTS,
         issues: ISSUES,
         errors: run.errors,
@@ -1329,15 +1350,16 @@ fn print_storm(storm: &Result<Storm, String>) {
         term("sluice_occurrences_dead"),
     );
     println!(
-        "storm: {} events of {} issues into one channel (rate 1/s, burst 3, max_backlog 20, cooldown 30m), {} ingest errors",
-        s.events, s.issues, s.errors
+        "{}: {} events of {} issues into one channel (rate 1/s, burst 3, max_backlog 20, cooldown 30m), {} ingest errors",
+        s.name, s.events, s.issues, s.errors
     );
     println!(
-        "storm: Slack received {} requests, at most {} within any 1 s (limit: burst 3 + 1/s)",
-        s.messages, s.max_per_second
+        "{}: Slack received {} requests, at most {} within any 1 s (limit: burst 3 + 1/s)",
+        s.name, s.messages, s.max_per_second
     );
     println!(
-        "storm: routed {routed} = posted {posted} + pending {pending} + dead {dead}: {} ({} unaccounted); folded by cooldown {}, messages rolled up {}",
+        "{}: routed {routed} = posted {posted} + pending {pending} + dead {dead}: {} ({} unaccounted); folded by cooldown {}, messages rolled up {}",
+        s.name,
         if routed == posted + pending + dead {
             "holds"
         } else {
@@ -1357,12 +1379,14 @@ fn print_storm(storm: &Result<Storm, String>) {
         None => format!("not seen ({what} <= {} s: NOT met)", limit.as_secs()),
     };
     println!(
-        "storm: first Slack message {} after the first event, {}",
+        "{}: first Slack message {} after the first event, {}",
+        s.name,
         within(s.first_message, Duration::from_secs(2), "target"),
         format_args!("the load took {} ms", ms(s.load_took, 0))
     );
     println!(
-        "storm: fold lag at most {:.1} s over {} samples (every 100 ms); under 1 s {} after the storm's end",
+        "{}: fold lag at most {:.1} s over {} samples (every 100 ms); under 1 s {} after the storm's end",
+        s.name,
         s.lag.max_seconds,
         s.lag.samples,
         within(s.lag.under_1s_after, Duration::from_secs(5), "target"),
@@ -1572,8 +1596,8 @@ struct Results {
     followups: Vec<Followup>,
     /// Alertmanager's note, when it ran.
     am_note: Option<String>,
-    /// The storm run, when selected.
-    storm: Option<Result<Storm, String>>,
+    /// The storm runs (SQLite, PostgreSQL), when selected.
+    storms: Vec<Result<Storm, String>>,
     /// The capped rows' cap, when they ran capped.
     cap: Option<String>,
 }
@@ -1683,7 +1707,10 @@ async fn run_rows(b: &Bench, only: &Selection) -> Results {
             .push(run_sluice_with_slack(b, SLACK_503, Reply::ServerError, "d").await);
     }
     if only.wants(STORM) {
-        out.storm = Some(run_storm(b).await);
+        out.storms.push(run_storm(b, false).await);
+    }
+    if only.wants(STORM_PG) {
+        out.storms.push(run_storm(b, true).await);
     }
     out
 }
@@ -1708,7 +1735,7 @@ async fn bench_main() {
     if let Some(note) = &out.am_note {
         println!("{note}");
     }
-    if let Some(storm) = &out.storm {
+    for storm in &out.storms {
         print_storm(storm);
     }
 }
