@@ -97,16 +97,18 @@ pub(crate) fn http_url(v: &Loose<'_>) -> Option<String> {
 /// `url` if it is an `http://` or `https://` link with a host, made only of characters RFC 3986
 /// allows (so nothing that could break out of a Slack `<url|text>` link). Anything else is
 /// `None`; an over-long URL is dropped rather than cut, since a cut URL is a broken link.
+/// The scheme comes back in lowercase (RFC 3986 §3.1: schemes are case-insensitive, lowercase
+/// is canonical), the form Slack's `<url|text>` links are documented with.
 pub(crate) fn link(url: &str) -> Option<String> {
     let url = url.trim();
     if url.is_empty() || url.len() > MAX_CHARS {
         return None;
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    let rest = if lower.starts_with("https://") {
-        url.get(8..)?
+    let (scheme, rest) = if lower.starts_with("https://") {
+        ("https://", url.get(8..)?)
     } else if lower.starts_with("http://") {
-        url.get(7..)?
+        ("http://", url.get(7..)?)
     } else {
         return None;
     };
@@ -117,7 +119,7 @@ pub(crate) fn link(url: &str) -> Option<String> {
     let clean = url
         .bytes()
         .all(|b| b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b));
-    (has_host && clean).then(|| url.to_owned())
+    (has_host && clean).then(|| format!("{scheme}{rest}"))
 }
 
 /// The level Sentry named, if it is one Sluice knows (callers default to `error`).
@@ -192,7 +194,13 @@ mod tests {
             ok("https://sentry.io/x/").as_deref(),
             Some("https://sentry.io/x/")
         );
-        assert_eq!(ok("HTTP://sentry.io").as_deref(), Some("HTTP://sentry.io"));
+        // The scheme comes back lowercase (the fuzzer's find: `<HTTPS://…|…>` rendered as a
+        // link the message checks did not recognise); the rest is kept as written.
+        assert_eq!(ok("HTTP://sentry.io").as_deref(), Some("http://sentry.io"));
+        assert_eq!(
+            ok("HTTPS://SENTRY.IO/").as_deref(),
+            Some("https://SENTRY.IO/")
+        );
         for bad in [
             "javascript:alert(1)",
             "ftp://x",

@@ -833,10 +833,9 @@ fn check_alert(resource: &str, a: &Alert) {
 /// A link the parser keeps: `http(s)://host…`, at most 2,000 chars of RFC 3986 characters,
 /// one Slack links safely.
 fn check_link(url: &str) {
-    let lower = url.to_ascii_lowercase();
-    let rest = lower
+    let rest = url
         .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"));
+        .or_else(|| url.strip_prefix("http://"));
     assert!(
         rest.is_some_and(|r| !r.is_empty() && !r.starts_with(['/', '?', '#'])),
         "link {url:?}"
@@ -1102,4 +1101,32 @@ fn a_long_resolution_type_is_capped() {
     let detail = alert.detail.expect("a resolution");
     assert!(detail.starts_with("resolution: éé"), "{detail}");
     assert_eq!(detail.chars().count(), 2_000);
+}
+
+/// Found by the fuzzer in CI: an issue URL of `HTTPS://SENTRY.IO/` was kept and linked as
+/// `<HTTPS://…|Open in Sentry>`, a link with a scheme Slack documents in lowercase only. The
+/// parser now writes the scheme in lowercase, and the renderer links only lowercase schemes.
+#[test]
+fn an_uppercase_scheme_is_linked_in_lowercase() {
+    assert_eq!(FIXTURES[0].0, "event_alert");
+    let url = Text::Piece(piece("HTTPS://SENTRY.IO/"));
+    for name in ["data.event.web_url", "data.event.url", "data.web_url"] {
+        run(&Plan {
+            seed: 0,
+            mutations: vec![Mutation {
+                place: Place::Field(field(name)),
+                op: Op::SetText(url.clone()),
+            }],
+            encoding: Encoding::Compact,
+            header: Text::Piece(0),
+            action: None,
+        });
+    }
+    let mut doc = SEEDS[0].1.clone();
+    doc["data"]["event"]["web_url"] = json!("HTTPS://SENTRY.IO/");
+    let body = encode(&doc, &Encoding::Compact);
+    let Ok(Parsed::Alert(alert)) = parse("event_alert", &body, &PROJECTS) else {
+        panic!("an event alert is routed");
+    };
+    assert_eq!(alert.event_url.as_deref(), Some("https://SENTRY.IO/"));
 }

@@ -187,11 +187,11 @@ pub fn truncate(text: &str, max_chars: usize) -> String {
     out
 }
 
-/// `url` if it is an http(s) URL Slack can link safely (no whitespace, `<`, `>` or `|`, which
-/// would break out of a `<url|label>` link), else `None`.
+/// `url` if it is an http(s) URL Slack can link safely (a lowercase scheme, as the parser
+/// writes it; no whitespace, `<`, `>` or `|`, which would break out of a `<url|label>` link),
+/// else `None`.
 pub fn safe_link(url: &str) -> Option<&str> {
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    let http = lower.starts_with("https://") || lower.starts_with("http://");
+    let http = url.starts_with("https://") || url.starts_with("http://");
     let clean = !url
         .chars()
         .any(|c| c.is_whitespace() || is_invisible(c) || matches!(c, '<' | '>' | '|'));
