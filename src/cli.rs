@@ -252,7 +252,7 @@ fn digest(path: &Path, only: Option<&str>, dry_run: bool) -> Result<String, Stri
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
-        let store = crate::store::open(config.storage.url.expose())
+        let store = crate::store::open(config.storage.url.expose(), crate::storm::planner())
             .await
             .map_err(|e| e.to_string())?;
         let client = crate::slack::SlackClient::from_config(&config.slack);

@@ -386,8 +386,12 @@ mod tests {
     async fn a_leader_whose_store_fails_steps_down_for_a_healthy_replica() {
         let db = crate::testing::ScratchPostgres::new().await;
         let url = db.url().to_string();
-        let store_a = crate::store::PostgresStore::open(&url).await.unwrap();
-        let store_b = crate::store::PostgresStore::open(&url).await.unwrap();
+        let store_a = crate::store::PostgresStore::open(&url, crate::storm::planner())
+            .await
+            .unwrap();
+        let store_b = crate::store::PostgresStore::open(&url, crate::storm::planner())
+            .await
+            .unwrap();
         let stop = CancellationToken::new();
         let mut a = campaign(
             Some(url.clone()),

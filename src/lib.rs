@@ -31,15 +31,19 @@
 //!   the outbox's life, `mutes.rs` mutes, `interact.rs` clicks and posted messages,
 //!   `queries.rs` reads and pruning, `status.rs` the status page's reads and dead-letter
 //!   replay); `store::writer` keeps a failed write transaction from leaving its connection in
-//!   doubt. It executes the plans of [`storm`].
+//!   doubt. It executes storm control's plans, asking the [`plan::Planner`] it was opened
+//!   with inside the transaction that acts on the answer; it does not import [`storm`].
 //! - [`fold`]: the leader's fold loop: folds what the request path appended into counts,
 //!   storm decisions and outbox rows, in batches, each exactly once (PostgreSQL; on SQLite
 //!   the group commit folds its own deliveries).
 //! - [`leader`]: which replica delivers when several share PostgreSQL (an advisory lock).
 //! - [`counts`]: the 7-day and 30-day windows, the sparkline, number formatting.
+//! - [`plan`]: storm control's plans as plain values (a pair's cooldown and mute, the alerts
+//!   routed to it, the plan for a group, follow-ups, roll-ups) and the `Planner` trait: the
+//!   language [`storm`] decides in and [`store`] executes.
 //! - [`storm`]: storm control decisions: per-issue cooldowns, mutes, breakthrough spikes and
-//!   roll-ups as pure planners over plain values (it imports neither the store nor the
-//!   outbox), per-channel rate limits.
+//!   roll-ups as pure planners over [`plan`]'s values (`StormPlanner` is the store's planner;
+//!   it imports neither the store nor the outbox), per-channel rate limits.
 //! - [`digest`]: the weekly digest per channel: schedule, numbers, message, scheduler.
 //! - [`outbox`]: the delivery worker draining the outbox to Slack, with retry decisions;
 //!   `outbox::issue` sends what is about an issue's message (buttons, state line, in-place
@@ -74,6 +78,7 @@ pub mod leader;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;
+pub mod plan;
 pub mod prune;
 pub mod reload;
 pub mod routing;

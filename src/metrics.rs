@@ -6,7 +6,7 @@
 //! exact only there, across restarts and replicas), so the exporter would serve as a text
 //! formatter fed absolute values on each scrape; and its recorder is process-global, while
 //! tests run several servers in one process that must not share counters. The format written
-//! here is small: `# HELP`/`# TYPE` lines, label values escaped by [`label`], and label sets
+//! here is small: `# HELP`/`# TYPE` lines, label values escaped by `label`, and label sets
 //! bounded (resources and dead-letter errors folded into known tokens).
 //!
 //! The delivery accounting is read from the store at scrape time rather than kept in process
@@ -569,7 +569,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let store = crate::store::SqliteStore::open("sqlite::memory:")
+        let store = crate::store::SqliteStore::open("sqlite::memory:", crate::storm::planner())
             .await
             .unwrap();
         let state = AppState::new(std::sync::Arc::new(store.clone()), config);

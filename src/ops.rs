@@ -168,7 +168,9 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        let store = crate::store::open("sqlite::memory:", crate::storm::planner())
+            .await
+            .unwrap();
         AppState::with_clock(store, config, Clock::starting_at(T))
     }
 

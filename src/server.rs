@@ -233,7 +233,7 @@ pub async fn run_on_clock(
     let url = config.storage.url.expose().to_string();
     let limits = Limits::from(&config.server);
     let open_files = conn::raise_open_files_limit(limits.max_connections);
-    let store = store::open(&url).await?;
+    let store = store::open(&url, crate::storm::planner()).await?;
     let state = AppState::with_clock(store, config, clock);
     let stop = CancellationToken::new();
     let shared = store::is_postgres(&url).then_some(url);
@@ -676,7 +676,12 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        AppState::new(store::open("sqlite::memory:").await.unwrap(), config)
+        AppState::new(
+            store::open("sqlite::memory:", crate::storm::planner())
+                .await
+                .unwrap(),
+            config,
+        )
     }
 
     fn webhook(body: &'static [u8], request_id: Option<&str>) -> Request {

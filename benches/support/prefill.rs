@@ -13,7 +13,11 @@ const DAY_MS: i64 = 86_400_000;
 /// counters that add up (routed = posted + dead).
 pub async fn prefill(db: &std::path::Path, n: usize, now_ms: i64, channel: &str) {
     let url = format!("sqlite://{}", db.display());
-    drop(sluice::store::open(&url).await.expect("migrate the store"));
+    drop(
+        sluice::store::open(&url, sluice::storm::planner())
+            .await
+            .expect("migrate the store"),
+    );
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let span = 90 * DAY_MS;
     let start = now_ms - span;

@@ -29,7 +29,7 @@ pub(super) fn with_store<T>(
 ) -> Result<T, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let store = crate::store::open(config.storage.url.expose())
+        let store = crate::store::open(config.storage.url.expose(), crate::storm::planner())
             .await
             .map_err(|e| e.to_string())?;
         work(&*store).await

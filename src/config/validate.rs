@@ -748,7 +748,7 @@ impl Check<'_> {
         }
     }
 
-    /// A route's `actions`: names of [`ActionKind`]s, each at most once.
+    /// A route's `actions`: names of [`ActionKind`](crate::config::ActionKind)s, each at most once.
     fn actions(&mut self, key: &str, list: SpannedList) -> Option<Vec<super::ActionKind>> {
         use super::ActionKind;
         let mut actions = Vec::new();

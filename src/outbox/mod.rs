@@ -591,7 +591,9 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        let store = crate::store::open("sqlite::memory:", crate::storm::planner())
+            .await
+            .unwrap();
         // The round read T; the clock reads T + 1.5 s by the time it computes its wait.
         let clock = crate::clock::Clock::starting_at(T + 1500);
         let state = AppState::with_clock(store, config, clock);

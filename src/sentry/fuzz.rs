@@ -871,8 +871,8 @@ fn check_rendered(alert: &Alert) {
     };
     let now = 1_764_000_000_000;
     let (spike, mute_ended) = (
-        crate::storm::FollowUpReason::Spike { threshold: 100 },
-        crate::storm::FollowUpReason::MuteEnded,
+        crate::plan::FollowUpReason::Spike { threshold: 100 },
+        crate::plan::FollowUpReason::MuteEnded,
     );
     // The buttons and state line of a Web API channel, with the state (and its names) that
     // the payload carried.
@@ -883,7 +883,7 @@ fn check_rendered(alert: &Alert) {
         muted_by: alert.state.as_ref().and_then(|s| s.by.as_deref()),
         now_ms: now,
     };
-    let rolled = crate::storm::RolledIssue {
+    let rolled = crate::plan::RolledIssue {
         issue_key: alert.issue_key.clone(),
         title: alert.title.clone(),
         project: alert.project().to_string(),
@@ -893,7 +893,7 @@ fn check_rendered(alert: &Alert) {
         messages: 2,
         issue_url: alert.issue_url.clone(),
     };
-    let rollup = crate::storm::RollUp {
+    let rollup = crate::plan::RollUp {
         issues: vec![rolled; 12],
         messages: 24,
         occurrences: 84,

@@ -11,8 +11,8 @@ use crate::alert::{Alert, Level};
 use crate::config::ActionKind;
 use crate::counts::{IssueStats, thousands};
 use crate::issue::{IssueState, Status};
+use crate::plan::FollowUpReason;
 use crate::routing::Target;
-use crate::storm::FollowUpReason;
 
 /// Slack's limit on the characters of a header block's text.
 pub const MAX_HEADER_CHARS: usize = 150;
@@ -628,7 +628,7 @@ pub const ROLLUP_LISTED: usize = 10;
 
 /// The summary of a rolled-up backlog: `23 issues, 1,402 events in the last 4 minutes`, the
 /// top issues, `+N more`.
-pub fn render_rollup(rollup: &crate::storm::RollUp, now_ms: i64) -> SlackMessage {
+pub fn render_rollup(rollup: &crate::plan::RollUp, now_ms: i64) -> SlackMessage {
     let secs = ((now_ms - rollup.since_ms).max(0) / 1000) as u64;
     let span = if secs < 120 {
         format!("{secs} seconds")
@@ -694,7 +694,7 @@ const ROLLUP_ROOM: usize = 200;
 
 /// One issue of a roll-up: `• *7* × [ERROR] <url|title> — project · env`; the title is
 /// linked when `linked` and the link is safe.
-fn rollup_line(issue: &crate::storm::RolledIssue, linked: bool) -> String {
+fn rollup_line(issue: &crate::plan::RolledIssue, linked: bool) -> String {
     let title = sentry_text_truncated(&issue.title, 150);
     let title = match issue.issue_url.as_deref().and_then(safe_link) {
         Some(url) if linked => format!("<{url}|{title}>"),
@@ -1144,8 +1144,8 @@ pub(crate) mod tests {
     }
 
     /// An issue of a roll-up.
-    fn rolled(n: usize, url: Option<String>) -> crate::storm::RolledIssue {
-        crate::storm::RolledIssue {
+    fn rolled(n: usize, url: Option<String>) -> crate::plan::RolledIssue {
+        crate::plan::RolledIssue {
             issue_key: format!("{}", 1_117_540_176 + n),
             title: format!("TypeError: item {n} is <undefined> & *broken*"),
             project: if n.is_multiple_of(2) {
@@ -1175,7 +1175,7 @@ pub(crate) mod tests {
                 rolled(n, (n != 1).then_some(url))
             })
             .collect();
-        let rollup = crate::storm::RollUp {
+        let rollup = crate::plan::RollUp {
             issues,
             messages: 31,
             occurrences: 780,
@@ -1204,7 +1204,7 @@ pub(crate) mod tests {
             "9".repeat(1_900)
         );
         let issues: Vec<_> = (0..10).map(|n| rolled(n, Some(long.clone()))).collect();
-        let rollup = crate::storm::RollUp {
+        let rollup = crate::plan::RollUp {
             issues,
             messages: 10,
             occurrences: 75,

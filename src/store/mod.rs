@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
 use crate::counts::IssueStats;
+use crate::plan::Planner;
 use crate::routing::Target;
 
 pub use postgres::{FOLD_CHANNEL, PostgresStore, QUEUED_CHANNEL};
@@ -164,10 +165,10 @@ pub enum OutboxMessage {
         /// Why it goes out (end of cooldown, spike, end of a mute); rows queued before this
         /// field existed read as the end of a cooldown.
         #[serde(default)]
-        reason: crate::storm::FollowUpReason,
+        reason: crate::plan::FollowUpReason,
     },
     /// Many waiting messages folded into one summary.
-    RollUp(crate::storm::RollUp),
+    RollUp(crate::plan::RollUp),
     /// Rewrite every message posted about the row's issue in the row's channel with its
     /// current state, counts and buttons (`chat.update`), after a click changed the state.
     Refresh,
@@ -227,10 +228,10 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
-impl<'a> From<&'a OutboxItem> for crate::storm::Waiting<'a> {
-    /// The row as roll-up sees it (see [`crate::storm::plan_roll_up`]).
+impl<'a> From<&'a OutboxItem> for crate::plan::Waiting<'a> {
+    /// The row as roll-up sees it (see [`crate::plan::RollUpPlan`]).
     fn from(item: &'a OutboxItem) -> Self {
-        use crate::storm::Content;
+        use crate::plan::Content;
         let content = match &item.message {
             OutboxMessage::Alert { alert, target } => Content::Issue {
                 issue_key: &item.issue_key,
@@ -247,7 +248,7 @@ impl<'a> From<&'a OutboxItem> for crate::storm::Waiting<'a> {
             | OutboxMessage::Notice { .. }
             | OutboxMessage::Refresh => Content::Other,
         };
-        crate::storm::Waiting {
+        crate::plan::Waiting {
             id: item.id,
             occurrences: item.occurrences,
             queued_at_ms: item.created_at_ms,
@@ -571,7 +572,7 @@ pub trait Store: Send + Sync + 'static {
     /// channel is folded (counted, no message) instead of queued, one of a muted issue there
     /// is held (counted, no message, until the mute ends), and one that brings the
     /// occurrences since the last message to a `breakthrough` threshold queues a spike
-    /// follow-up (see [`crate::storm::plan_ingest`]). Issue notices are never folded or held.
+    /// follow-up (see [`crate::plan::Planner::plan_ingest`]). Issue notices are never folded or held.
     /// Run by the leader only (`crate::fold`).
     async fn fold(&self, limit: u32) -> Result<FoldReport, StoreError>;
 
@@ -634,7 +635,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         channel: &str,
         ids: &[i64],
-        rollup: &crate::storm::RollUp,
+        rollup: &crate::plan::RollUp,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
 
@@ -871,12 +872,13 @@ pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// Opens the backend `url` names and brings its schema up to date.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the backend `url` names and brings its schema up to date; its storm decisions are
+/// `planner`'s (Sluice runs with [`crate::storm::planner`]).
+pub async fn open(url: &str, planner: Arc<dyn Planner>) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, planner).await?))
     } else if is_postgres(url) {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url, planner).await?))
     } else {
         Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
     }

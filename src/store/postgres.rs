@@ -6,6 +6,7 @@
 //! delivers to Slack is decided elsewhere (`crate::leader`).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use super::StoreError;
 use super::sql::{Backend, SqlStore};
+use crate::plan::Planner;
 
 /// PostgreSQL behind the [`Store`](super::Store) trait.
 pub type PostgresStore = SqlStore<Postgres>;
@@ -92,8 +94,9 @@ pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError>
 
 impl SqlStore<Postgres> {
     /// Connects to `url` (`postgres://…`), runs the migrations (under sqlx's migration lock,
-    /// so replicas starting together do not race) and starts the committer task.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    /// so replicas starting together do not race) and starts the committer task; storm
+    /// decisions are `planner`'s.
+    pub async fn open(url: &str, planner: Arc<dyn Planner>) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(5))
@@ -101,7 +104,7 @@ impl SqlStore<Postgres> {
             .connect_with(connect_options(url)?)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self::from_pools(pool.clone(), pool, true))
+        Ok(Self::from_pools(pool.clone(), pool, true, planner))
     }
 }
 

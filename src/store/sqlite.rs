@@ -6,6 +6,7 @@
 //! delivery survives a power cut, not only a process crash.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
 
 use super::StoreError;
 use super::sql::{Backend, SqlStore};
+use crate::plan::Planner;
 
 /// SQLite behind the [`Store`](super::Store) trait.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -52,15 +54,17 @@ impl Backend for Sqlite {
 
 impl SqlStore<Sqlite> {
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or
-    /// `sqlite::memory:`), runs the migrations and starts the committer task.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, |options| options).await
+    /// `sqlite::memory:`), runs the migrations and starts the committer task; storm decisions
+    /// are `planner`'s.
+    pub async fn open(url: &str, planner: Arc<dyn Planner>) -> Result<Self, StoreError> {
+        Self::open_with(url, planner, |options| options).await
     }
 
     /// Like [`open`](Self::open), with the connection options changed by `adjust` first (a
     /// test sets `max_page_count` to see what a full disk does).
     pub async fn open_with(
         url: &str,
+        planner: Arc<dyn Planner>,
         adjust: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
     ) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:");
@@ -92,6 +96,6 @@ impl SqlStore<Sqlite> {
                 .connect_with(options.read_only(true))
                 .await?
         };
-        Ok(Self::from_pools(writer, reader, !memory))
+        Ok(Self::from_pools(writer, reader, !memory, planner))
     }
 }

@@ -4,6 +4,12 @@ use super::*;
 use crate::alert::Level;
 use crate::counts::DAY_MS;
 
+/// [`super::open`] with the planner Sluice runs with: these tests check the store executing
+/// storm control's plans.
+async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    super::open(url, crate::storm::planner()).await
+}
+
 fn alert(issue: &str, event: Option<&str>) -> Alert {
     Alert {
         resource: if event.is_some() {
@@ -693,7 +699,7 @@ async fn accounted(store: &dyn Store) -> ChannelTotals {
 }
 
 /// The follow-ups waiting for `chan`: reason, occurrences carried, since when.
-async fn follow_ups(store: &dyn Store) -> Vec<(crate::storm::FollowUpReason, u64, i64)> {
+async fn follow_ups(store: &dyn Store) -> Vec<(crate::plan::FollowUpReason, u64, i64)> {
     let waiting = store.channel_outbox("chan").await.unwrap();
     waiting
         .iter()
@@ -713,7 +719,7 @@ async fn follow_ups(store: &dyn Store) -> Vec<(crate::storm::FollowUpReason, u64
 }
 
 async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Store) {
-    use crate::storm::FollowUpReason::MuteEnded;
+    use crate::plan::FollowUpReason::MuteEnded;
     let end = T0 + 60_000;
     store
         .mute("m1", "chan", end, Some("Ada Lovelace"), T0)
@@ -779,7 +785,7 @@ async fn a_mute_holds_occurrences_and_its_end_releases_them_once(store: &dyn Sto
 }
 
 async fn mutes_are_moved_ended_now_and_ended_quietly(store: &dyn Store) {
-    use crate::storm::FollowUpReason::MuteEnded;
+    use crate::plan::FollowUpReason::MuteEnded;
     // A mute that held nothing ends without a message.
     store
         .mute("quiet", "chan", T0 + 1000, None, T0)
@@ -836,7 +842,7 @@ async fn mutes_are_moved_ended_now_and_ended_quietly(store: &dyn Store) {
 }
 
 async fn spikes_break_through_a_cooldown_and_only_the_last_through_a_mute(store: &dyn Store) {
-    use crate::storm::FollowUpReason::{CooldownEnded, MuteEnded, Spike};
+    use crate::plan::FollowUpReason::{CooldownEnded, MuteEnded, Spike};
     // Cooldown 30 min, thresholds 10/100/1000: the alert, and a spike at the 10th repeat.
     let outcomes = occurrences(store, "s1", T0, 12, |_| {}).await;
     let queued: Vec<usize> = outcomes

@@ -3,7 +3,7 @@
 //!
 //! - **Cooldown** (per issue and channel, the route's `cooldown`): after a message, further
 //!   occurrences within the cooldown are folded (counted, not posted); when it ends with
-//!   occurrences folded, one follow-up says how many ([`cooldown`], [`plan_ingest`],
+//!   occurrences folded, one follow-up says how many ([`cooldown()`], [`plan_ingest`],
 //!   [`follow_up`]).
 //! - **Mute** (per issue and channel, until a time): occurrences are held (counted, not
 //!   posted); when the mute ends having held some, one follow-up says how many
@@ -17,8 +17,9 @@
 //!   ([`ChannelLimits`]).
 //!
 //! Cooldowns and roll-ups are pure planners: they take plain values (what is stored, what
-//! arrived) and return a plan of plain values, which the store turns into SQL in its own
-//! transaction. This module imports neither the store nor the outbox.
+//! arrived) and return a plan of plain values ([`crate::plan`]), which the store turns into SQL
+//! in its own transaction: the store is opened with [`StormPlanner`] and asks it there. This
+//! module imports neither the store nor the outbox, and the store does not import it.
 //!
 //! Every folded, held or rolled-up occurrence stays in the accounting: a follow-up or roll-up
 //! carries the occurrences it stands for, so per channel
@@ -32,29 +33,41 @@ mod rollup;
 #[cfg(test)]
 mod tests;
 
-pub use cooldown::{
-    Action, ChannelCounts, CooldownState, Decision, FollowUp, IngestPlan, PairState, PairUpdate,
-    Routed, cooldown, follow_up, follow_up_due, plan_ingest,
-};
-pub use limits::ChannelLimits;
-pub use mute::{MuteState, Spike, breakthrough, mute_ended};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Why a follow-up goes out: what its message says first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "why", rename_all = "snake_case")]
-pub enum FollowUpReason {
-    /// The cooldown ended with occurrences folded: `+37 since 14:02`.
-    #[default]
-    CooldownEnded,
-    /// The occurrences within the cooldown (or mute) reached a `breakthrough` threshold: a
-    /// spike, posted whatever the cooldown.
-    Spike {
-        /// The threshold crossed.
-        threshold: u64,
-    },
-    /// A mute of the issue in the channel ended: `held back N`.
-    MuteEnded,
+pub use cooldown::{CooldownState, Decision, cooldown, follow_up, follow_up_due, plan_ingest};
+pub use limits::ChannelLimits;
+pub use mute::{breakthrough, mute_ended};
+pub use rollup::{over_backlog, plan_roll_up, roll_up};
+
+use crate::plan::{FollowUp, IngestPlan, MuteState, PairKey, PairState, Planner, Routed};
+
+/// Storm control's rules as the store's [`Planner`]: [`plan_ingest`], [`follow_up`] and
+/// [`mute_ended`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StormPlanner;
+
+impl Planner for StormPlanner {
+    fn plan_ingest(
+        &self,
+        routed: &[Routed<'_>],
+        stored: HashMap<PairKey, PairState>,
+        mutes: HashMap<PairKey, MuteState>,
+    ) -> IngestPlan {
+        plan_ingest(routed, stored, mutes)
+    }
+
+    fn follow_up(&self, pair: &PairState, now_ms: i64) -> FollowUp {
+        follow_up(pair, now_ms)
+    }
+
+    fn mute_ended(&self, pair: &PairState, mute: &MuteState, now_ms: i64) -> Option<FollowUp> {
+        mute_ended(pair, mute, now_ms)
+    }
 }
-pub use rollup::{
-    Content, RollUp, RollUpPlan, RolledIssue, Waiting, over_backlog, plan_roll_up, roll_up,
-};
+
+/// The planner a store is opened with: storm control's rules.
+pub fn planner() -> Arc<dyn Planner> {
+    Arc::new(StormPlanner)
+}

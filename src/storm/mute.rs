@@ -6,47 +6,7 @@
 //! Issue notices (resolved, assigned, comments) are not muted: a mute quiets the repeats of an
 //! error, not news about it.
 
-use super::{FollowUp, FollowUpReason, PairState};
-
-/// The stored mute of one issue in one channel, as the planners need it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MuteState {
-    /// The mute holds occurrences that arrive before this instant (Unix ms).
-    pub until_ms: i64,
-    /// Occurrences held and not yet posted.
-    pub held: u64,
-    /// When the first of them arrived (Unix ms); `None` while none is.
-    pub held_since_ms: Option<i64>,
-}
-
-impl MuteState {
-    /// A mute until `until_ms` holding nothing yet.
-    pub fn until(until_ms: i64) -> MuteState {
-        MuteState {
-            until_ms,
-            held: 0,
-            held_since_ms: None,
-        }
-    }
-
-    /// Whether it holds an occurrence arriving at `at_ms`.
-    pub fn holds_at(&self, at_ms: i64) -> bool {
-        at_ms < self.until_ms
-    }
-}
-
-/// A spike: the occurrences of a pair within its window reached a `breakthrough` threshold,
-/// so one follow-up goes out for what was folded (or held) so far, whatever the cooldown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spike {
-    /// The threshold reached.
-    pub threshold: u64,
-    /// Occurrences the spike follow-up carries (those folded or held and not yet posted,
-    /// the one that reached the threshold among them).
-    pub occurrences: u64,
-    /// When the first of them arrived, Unix ms.
-    pub since_ms: i64,
-}
+use crate::plan::{FollowUp, FollowUpReason, MuteState, PairState};
 
 /// The threshold a pair breaks through when the occurrences of its window reach `window`,
 /// having broken through `spiked` already in that window (0: none): the highest of

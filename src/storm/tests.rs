@@ -13,6 +13,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::alert::{Alert, Level};
+use crate::plan::*;
 
 const ISSUES: [&str; 3] = ["i0", "i1", "i2"];
 const CHANNELS: [&str; 2] = ["c0", "c1"];

@@ -271,7 +271,7 @@ async fn mute_mutes_and_unmute_act_on_the_configured_store() {
         .iter()
         .filter_map(|item| match item.message {
             sluice::store::OutboxMessage::FollowUp { folded, reason, .. } => {
-                assert_eq!(reason, sluice::storm::FollowUpReason::MuteEnded);
+                assert_eq!(reason, sluice::plan::FollowUpReason::MuteEnded);
                 Some(folded)
             }
             _ => None,

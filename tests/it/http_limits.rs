@@ -450,9 +450,12 @@ async fn every_refusal_of_a_webhook_carries_sentry_hook_error() {
     server.stop().await;
 
     // 503: a store that cannot commit.
-    let store = sluice::store::SqliteStore::open(&format!("sqlite://{}", scratch.db().display()))
-        .await
-        .unwrap();
+    let store = sluice::store::SqliteStore::open(
+        &format!("sqlite://{}", scratch.db().display()),
+        sluice::storm::planner(),
+    )
+    .await
+    .unwrap();
     store.close().await;
     let state =
         sluice::state::AppState::new(std::sync::Arc::new(store), scratch.config(&slack, ""));

@@ -321,9 +321,12 @@ async fn a_store_that_cannot_commit_answers_503_never_2xx() {
     let slack = FakeSlack::start().await;
     let scratch = Scratch::new();
     // A store whose database was closed: every commit fails.
-    let store = sluice::store::SqliteStore::open(&format!("sqlite://{}", scratch.db().display()))
-        .await
-        .unwrap();
+    let store = sluice::store::SqliteStore::open(
+        &format!("sqlite://{}", scratch.db().display()),
+        sluice::storm::planner(),
+    )
+    .await
+    .unwrap();
     store.close().await;
     let state =
         sluice::state::AppState::new(std::sync::Arc::new(store), scratch.config(&slack, ""));

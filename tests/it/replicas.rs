@@ -86,7 +86,9 @@ async fn killing_the_leader_mid_storm_loses_and_doubles_nothing() {
     slack.rate_limit_every(7, 1);
     let text = config_text_postgres(&slack, db.url(), &format!("{STORM_CHANNEL}{DAILY_DIGEST}"));
     // Today's 00:00 UTC digest was missed: the first leader posts it at start.
-    let store = sluice::store::open(db.url()).await.unwrap();
+    let store = sluice::store::open(db.url(), sluice::storm::planner())
+        .await
+        .unwrap();
     seed_occurrences(&*store, sluice::clock::Clock::system().now_ms(), 2, 3).await;
 
     let (processes, _dirs) = replicas(&text, 3).await;
@@ -321,7 +323,9 @@ async fn a_leader_that_loses_its_lock_mid_round_stops_sending_at_once() {
     cut_the_leaders_lock_connection(&db).await;
 
     // The next leader sends the rest; the old one sent nothing after its send in flight.
-    let store = sluice::store::open(db.url()).await.unwrap();
+    let store = sluice::store::open(db.url(), sluice::storm::planner())
+        .await
+        .unwrap();
     let totals = wait_drained(&*store, "frontend-prod", Duration::from_secs(60)).await;
     assert_eq!(totals.occurrences_posted, MESSAGES as u64, "{totals:?}");
     assert_eq!(totals.messages_posted, MESSAGES as u64, "{totals:?}");
@@ -392,7 +396,9 @@ async fn deliveries_wait_for_a_leader_and_the_next_one_folds_them() {
     })
     .await;
     assert_eq!(folded["fold"]["lag_seconds"], 0.0, "{folded}");
-    let store = sluice::store::open(db.url()).await.unwrap();
+    let store = sluice::store::open(db.url(), sluice::storm::planner())
+        .await
+        .unwrap();
     let stats = store.issue_stats("79", sluice::clock::Clock::system().now_ms());
     assert_eq!(stats.await.unwrap().week(), 3);
     let totals = store.channel_totals("errors").await.unwrap();

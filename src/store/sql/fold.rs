@@ -11,8 +11,8 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Row, Type
 
 use super::group::{self, FoldPayload, GroupRows, IssueRow, Live};
 use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value, values};
+use crate::plan::{MuteState, PairState, Planner, Routed};
 use crate::store::{Delivery, FoldBacklog, FoldReport, Folded, StoreError};
-use crate::storm::{self, MuteState, PairState};
 
 /// A fold queue row as read.
 struct Queued {
@@ -41,6 +41,7 @@ where
     pub(super) async fn fold_batch(
         conn: &mut DB::Connection,
         limit: u32,
+        planner: &dyn Planner,
     ) -> Result<FoldReport, StoreError> {
         let batch = Self::read_fold_queue(conn, limit).await?;
         if batch.is_empty() {
@@ -55,7 +56,7 @@ where
                 counted: q.counted,
             })
             .collect();
-        let folded = Self::fold_group(conn, &group, &live).await?;
+        let folded = Self::fold_group(conn, &group, &live, planner).await?;
         let ids: Vec<i64> = batch.iter().map(|q| q.id).collect();
         Self::dequeue(conn, &ids).await?;
         Ok(FoldReport { folded })
@@ -68,6 +69,7 @@ where
         conn: &mut DB::Connection,
         group: &[&Delivery],
         live: &[Live],
+        planner: &dyn Planner,
     ) -> Result<Vec<Folded>, StoreError> {
         Self::upsert_issues(conn, &group::issue_rows(group, live)).await?;
         // Issue notices and comments go where the issue's occurrences went.
@@ -80,8 +82,8 @@ where
         let stored = Self::read_cooldowns(conn, &pairs).await?;
         let mutes = Self::read_mutes(conn, &pairs).await?;
         // Decide, in order: outbox rows, folds, holds, spikes, and the counters they imply.
-        let planned: Vec<storm::Routed> = routed.iter().map(|r| r.planned()).collect();
-        let plan = storm::plan_ingest(&planned, stored, mutes);
+        let planned: Vec<Routed> = routed.iter().map(|r| r.planned()).collect();
+        let plan = planner.plan_ingest(&planned, stored, mutes);
         let rows = GroupRows::build(group, live, &routed, plan)?;
         Self::write_group(conn, &rows).await?;
         Ok(rows.folded)

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::to_json;
 use crate::alert::Alert;
 use crate::counts::day_of;
-use crate::routing::Target;
-use crate::store::{Delivery, Folded, IngestOutcome, OutboxMessage, StoreError};
-use crate::storm::{
+use crate::plan::{
     Action, FollowUpReason, IngestPlan, MuteState, PairState, PairUpdate, Routed, Spike,
 };
+use crate::routing::Target;
+use crate::store::{Delivery, Folded, IngestOutcome, OutboxMessage, StoreError};
 
 /// Which deliveries of `group` are new: those whose body the `deliveries` insert returned
 /// (`inserted`); of equal bodies in the group, the first (the one that was inserted).

@@ -9,6 +9,7 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Row, Type
 
 use super::group;
 use super::{Backend, ROWS_PER_STATEMENT, SqlStore, Value, values};
+use crate::plan::Planner;
 use crate::store::{Delivery, IngestOutcome, StoreError};
 
 impl<DB> SqlStore<DB>
@@ -34,6 +35,7 @@ where
     pub(super) async fn apply_group(
         conn: &mut DB::Connection,
         group: &[&Delivery],
+        planner: &dyn Planner,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         // Deliveries seen before, or earlier in this group, are duplicates; events seen before
         // (or earlier in this group) are not counted or posted again.
@@ -43,7 +45,7 @@ where
         let live = group::live_deliveries(group, &new_delivery, new_events);
         let mut outcomes = group::outcomes(&new_delivery, &live);
         if DB::FOLDS_AT_COMMIT {
-            let folded = Self::fold_group(conn, group, &live).await?;
+            let folded = Self::fold_group(conn, group, &live, planner).await?;
             group::folded_at_commit(&mut outcomes, &folded);
         } else {
             Self::queue_folds(conn, &group::fold_rows(group, &live)?).await?;

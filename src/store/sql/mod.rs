@@ -10,7 +10,7 @@
 //! - `fold.rs`: the fold, the SQL half (the leader's): a batch of the fold queue, the reads of
 //!   issues, cooldowns and mutes, and one multi-row write per table.
 //! - `group.rs`: ingest and fold, the in-memory halves: from what the claims and reads
-//!   returned and what [`crate::storm::plan_ingest`] decided to the rows each table gets.
+//!   returned and what [`crate::plan::Planner::plan_ingest`] decided to the rows each table gets.
 //! - `outbox.rs`: the outbox's life after ingest: due rows, sent, rescheduled, dead-lettered,
 //!   rolled up; ended cooldowns; digests and ops notices queued.
 //! - `mutes.rs`: mutes set, ended (now, or at expiry with their "held back" follow-up) and
@@ -58,6 +58,8 @@ use sqlx::query_builder::Separated;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type,
 };
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{WriteConn, WriteHealth};
@@ -67,7 +69,7 @@ use super::{
     OutboxMessage, SlackThread, Store, StoreError,
 };
 use crate::counts::IssueStats;
-use crate::storm::RollUp;
+use crate::plan::{Planner, RollUp};
 
 /// Size of the probe row written while commits fail: more than a typical group commit
 /// writes, so that a store with room for the probe has room for deliveries.
@@ -141,6 +143,8 @@ pub struct SqlStore<DB: Database> {
     reader: Pool<DB>,
     ingest: mpsc::Sender<(Delivery, Reply)>,
     health: WriteHealth,
+    /// Storm control's decisions, asked within the transactions that act on them.
+    planner: Arc<dyn Planner>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
@@ -150,6 +154,7 @@ impl<DB: Database> Clone for SqlStore<DB> {
             reader: self.reader.clone(),
             ingest: self.ingest.clone(),
             health: self.health.clone(),
+            planner: self.planner.clone(),
         }
     }
 }
@@ -180,19 +185,32 @@ where
 {
     /// A store over migrated pools: writes go through `writer`, reads that may lag a moment
     /// through `reader`. A writer connection whose transaction failed is closed when
-    /// `replace_failed` (see [`WriteHealth::new`]). Starts the committer task.
-    pub(super) fn from_pools(writer: Pool<DB>, reader: Pool<DB>, replace_failed: bool) -> Self {
+    /// `replace_failed` (see [`WriteHealth::new`]); storm decisions are `planner`'s. Starts the
+    /// committer task.
+    pub(super) fn from_pools(
+        writer: Pool<DB>,
+        reader: Pool<DB>,
+        replace_failed: bool,
+        planner: Arc<dyn Planner>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
         let health = WriteHealth::new(replace_failed);
         // One announcement pending at most: groups committed while one is sent share the next.
         let (to_fold, announcements) = mpsc::channel(1);
-        tokio::spawn(Self::committer(writer.clone(), health.clone(), rx, to_fold));
+        tokio::spawn(Self::committer(
+            writer.clone(),
+            health.clone(),
+            rx,
+            to_fold,
+            planner.clone(),
+        ));
         tokio::spawn(Self::fold_announcer(writer.clone(), announcements));
         Self {
             writer,
             reader,
             ingest: tx,
             health,
+            planner,
         }
     }
 
@@ -203,10 +221,11 @@ where
         health: WriteHealth,
         mut rx: mpsc::Receiver<(Delivery, Reply)>,
         to_fold: mpsc::Sender<()>,
+        planner: Arc<dyn Planner>,
     ) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-            let results = Self::commit_group(&pool, &health, &group).await;
+            let results = Self::commit_group(&pool, &health, &group, &*planner).await;
             let folds = results
                 .iter()
                 .any(|r| matches!(r, Ok(IngestOutcome::Stored { to_fold: true, .. })));
@@ -234,7 +253,7 @@ where
     async fn fold(&self, limit: u32) -> Result<FoldReport, StoreError> {
         let mut w = WriteConn::acquire(&self.writer, &self.health).await?;
         let mut tx = w.begin().await?;
-        let report = Self::fold_batch(&mut tx, limit).await?;
+        let report = Self::fold_batch(&mut tx, limit, &*self.planner).await?;
         tx.commit().await?;
         w.committed();
         Ok(report)
@@ -246,12 +265,13 @@ where
         pool: &Pool<DB>,
         health: &WriteHealth,
         group: &[(Delivery, Reply)],
+        planner: &dyn Planner,
     ) -> Vec<Result<IngestOutcome, StoreError>> {
         let deliveries: Vec<&Delivery> = group.iter().map(|(d, _)| d).collect();
         let result = async {
             let mut w = WriteConn::acquire(pool, health).await?;
             let mut tx = w.begin().await?;
-            let outcomes = Self::apply_group(&mut tx, &deliveries).await?;
+            let outcomes = Self::apply_group(&mut tx, &deliveries, planner).await?;
             tx.commit().await?;
             w.committed();
             Ok::<_, StoreError>(outcomes)

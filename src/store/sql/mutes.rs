@@ -1,6 +1,6 @@
 //! Mutes ("Mute here", `sluice mute`): set, ended now, ended at expiry by the delivery
 //! worker's pass, and read. Ending a mute that held occurrences queues its one follow-up
-//! (decided by [`storm::mute_ended`]) in the same transaction that deletes the mute, so it is
+//! (decided by the store's [`Planner::mute_ended`]) in the same transaction that deletes the mute, so it is
 //! queued exactly once. What a mute holds is written by group commit (`ingest.rs`).
 //!
 //! Every write takes the pair's lock first ([`Backend::lock_pairs`]), as ingest does, and its
@@ -11,9 +11,9 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
 
 use super::outbox::RELEASE_BATCH;
 use super::{Backend, SqlStore, Value};
+use crate::plan::Planner;
 use crate::store::writer::WriteConn;
 use crate::store::{Mute, StoreError};
-use crate::storm;
 
 impl<DB> SqlStore<DB>
 where
@@ -46,7 +46,7 @@ where
         let mut tx = w.begin().await?;
         DB::lock_pairs(&mut *tx, std::slice::from_ref(&key)).await?;
         // A mute whose time was up ends as at its expiry; a running one is moved.
-        let ended = Self::end_mute(&mut tx, &key, now_ms, now_ms).await?;
+        let ended = Self::end_mute(&mut tx, &key, now_ms, now_ms, &*self.planner).await?;
         sqlx::query(
             "INSERT INTO mutes (issue_key, channel, until_at, muted_by, muted_at)
              VALUES ($1, $2, $3, $4, $5)
@@ -82,7 +82,7 @@ where
         let mut w = WriteConn::acquire(&self.writer, &self.health).await?;
         let mut tx = w.begin().await?;
         DB::lock_pairs(&mut *tx, std::slice::from_ref(&key)).await?;
-        let ended = Self::end_mute(&mut tx, &key, i64::MAX, now_ms).await?;
+        let ended = Self::end_mute(&mut tx, &key, i64::MAX, now_ms, &*self.planner).await?;
         if ended == Some(true) {
             DB::announce_queued(&mut *tx).await?;
         }
@@ -127,7 +127,7 @@ where
         let mut queued = 0;
         for key in &due {
             // Moved meanwhile (`mute` again): it is not up any more, and stays.
-            if Self::end_mute(&mut tx, key, now_ms, now_ms).await? == Some(true) {
+            if Self::end_mute(&mut tx, key, now_ms, now_ms, &*self.planner).await? == Some(true) {
                 queued += 1;
             }
         }
@@ -145,6 +145,7 @@ where
         key: &(String, String),
         ended_by: i64,
         now_ms: i64,
+        planner: &dyn Planner,
     ) -> Result<Option<bool>, StoreError> {
         let (issue_key, channel) = key;
         let Some(row) = sqlx::query(
@@ -179,7 +180,7 @@ where
                 "mutes {issue_key} in {channel}: held occurrences of no stored alert"
             ))
         })?;
-        let Some(follow_up) = storm::mute_ended(&Self::pair_state(&pair), &mute, now_ms) else {
+        let Some(follow_up) = planner.mute_ended(&Self::pair_state(&pair), &mute, now_ms) else {
             return Ok(Some(refreshed));
         };
         Self::queue_follow_up(conn, key, pair.get("payload"), follow_up, now_ms).await?;

@@ -1,6 +1,6 @@
 //! The outbox after ingest: rows due and their fate (sent, rescheduled with the channel held,
 //! dead-lettered), roll-ups replacing a backlog, follow-ups for ended cooldowns (decided by
-//! [`storm::follow_up`]; ended mutes are released first, in `mutes.rs`), Web API threads, and digests and ops notices queued with their
+//! [`Planner::follow_up`](crate::plan::Planner::follow_up); ended mutes are released first, in `mutes.rs`), Web API threads, and digests and ops notices queued with their
 //! once-only records.
 
 use std::collections::HashSet;
@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{Backend, SqlStore, Value, to_json};
+use crate::plan::{FollowUp, RollUp};
 use crate::store::writer::WriteConn;
 use crate::store::{OutboxItem, OutboxMessage, SlackThread, StoreError};
-use crate::storm::{self, FollowUp, RollUp};
 
 /// Most ended cooldowns released in one transaction (the `LIMIT` in `release_some_cooldowns`).
 pub(super) const RELEASE_BATCH: usize = 200;
@@ -79,7 +79,7 @@ where
                 continue;
             }
             released += 1;
-            let follow_up = storm::follow_up(&Self::pair_state(r), now_ms);
+            let follow_up = self.planner.follow_up(&Self::pair_state(r), now_ms);
             Self::queue_follow_up(&mut tx, &key, r.get("payload"), follow_up, now_ms).await?;
         }
         tx.commit().await?;

@@ -56,7 +56,11 @@ async fn assert_all_kept(store: &dyn Store, acked: &[usize]) {
 async fn sqlite_full_disk_fails_every_delivery_until_room_returns() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("full.db").display());
-    SqliteStore::open(&url).await.unwrap().close().await;
+    SqliteStore::open(&url, crate::storm::planner())
+        .await
+        .unwrap()
+        .close()
+        .await;
     // Ballast that takes the room the store may grow into; deleting it is "space returns".
     let mut side = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("CREATE TABLE ballast (b BLOB NOT NULL)")
@@ -72,9 +76,11 @@ async fn sqlite_full_disk_fails_every_delivery_until_room_returns() {
         .await
         .unwrap();
     let limit = (pages + 16).to_string();
-    let store = SqliteStore::open_with(&url, |o| o.pragma("max_page_count", limit))
-        .await
-        .unwrap();
+    let store = SqliteStore::open_with(&url, crate::storm::planner(), |o| {
+        o.pragma("max_page_count", limit)
+    })
+    .await
+    .unwrap();
 
     // Fill until a commit fails.
     let mut acked = Vec::new();
@@ -106,7 +112,9 @@ async fn sqlite_full_disk_fails_every_delivery_until_room_returns() {
     }
     store.close().await;
 
-    let store = SqliteStore::open(&url).await.unwrap();
+    let store = SqliteStore::open(&url, crate::storm::planner())
+        .await
+        .unwrap();
     assert_all_kept(&store, &acked).await;
 }
 
@@ -115,7 +123,9 @@ async fn sqlite_full_disk_fails_every_delivery_until_room_returns() {
 #[tokio::test]
 async fn postgres_failing_commits_fail_every_delivery_until_they_succeed() {
     let db = crate::testing::ScratchPostgres::new().await;
-    let store = PostgresStore::open(db.url()).await.unwrap();
+    let store = PostgresStore::open(db.url(), crate::storm::planner())
+        .await
+        .unwrap();
     let mut side = sqlx::PgConnection::connect(db.url()).await.unwrap();
     for sql in [
         "CREATE TABLE refuse_commits (on_ BOOLEAN NOT NULL)",
@@ -157,7 +167,9 @@ async fn postgres_failing_commits_fail_every_delivery_until_they_succeed() {
         acked.push(answer.expect("commits succeed again"));
     }
     store.close().await;
-    let store = PostgresStore::open(db.url()).await.unwrap();
+    let store = PostgresStore::open(db.url(), crate::storm::planner())
+        .await
+        .unwrap();
     assert_all_kept(&store, &acked).await;
 }
 
@@ -167,7 +179,11 @@ async fn postgres_failing_commits_fail_every_delivery_until_they_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dropped_connections_lose_no_acknowledged_delivery() {
     let db = crate::testing::ScratchPostgres::new().await;
-    let store = Arc::new(PostgresStore::open(db.url()).await.unwrap());
+    let store = Arc::new(
+        PostgresStore::open(db.url(), crate::storm::planner())
+            .await
+            .unwrap(),
+    );
     let mut side = sqlx::PgConnection::connect(db.url()).await.unwrap();
     // Sessions are ended while deliveries commit, in rounds until one ending fell mid-commit
     // (on a busy machine a round's kills may all fall between commits).
@@ -212,6 +228,8 @@ async fn postgres_dropped_connections_lose_no_acknowledged_delivery() {
     }
     store.ping().await.expect("ready after reconnecting");
     store.close().await;
-    let store = PostgresStore::open(db.url()).await.unwrap();
+    let store = PostgresStore::open(db.url(), crate::storm::planner())
+        .await
+        .unwrap();
     assert_all_kept(&store, &acked).await;
 }

@@ -198,9 +198,12 @@ impl Scratch {
 
     /// Opens the store the server uses, to look at what it committed.
     pub async fn store(&self) -> std::sync::Arc<dyn sluice::store::Store> {
-        sluice::store::open(&format!("sqlite://{}", self.db().display()))
-            .await
-            .unwrap()
+        sluice::store::open(
+            &format!("sqlite://{}", self.db().display()),
+            sluice::storm::planner(),
+        )
+        .await
+        .unwrap()
     }
 }
 
