@@ -318,7 +318,8 @@ enum Op {
     SetText(Text),
     /// Remove the key (or array element).
     Delete,
-    /// Wrap the value in this many (modulo 150) arrays or objects.
+    /// Wrap the value in this many (modulo 150) arrays or objects, as far as [`MAX_DEPTH`]
+    /// allows.
     Nest { depth: u8, array: bool },
     /// The value as text: a string as it is, anything else as its JSON (`3` → `"3"`).
     Stringify,
@@ -599,6 +600,22 @@ fn delete(doc: &mut Value, path: &[Step]) {
     }
 }
 
+/// The deepest a mutated document gets: past serde_json's nesting limit of 128 (so that
+/// the parsers' refusal of a deeper body is exercised), and shallow enough that cloning and
+/// dropping the document stay within a test thread's stack. Unbounded, repeated nests made
+/// documents thousands of levels deep, whose recursive clone overflowed the stack of a
+/// debug build replaying the fuzzer's corpus.
+const MAX_DEPTH: usize = 200;
+
+/// How many levels of arrays and objects `v` is (a scalar is 0).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Applies one mutation to `doc`.
 fn apply(doc: &mut Value, m: &Mutation) {
     let (path, create) = match m.place {
@@ -612,7 +629,9 @@ fn apply(doc: &mut Value, m: &Mutation) {
     let copied = match m.op {
         Op::Copy(n) => {
             let from = node_path(doc, n);
-            slot(doc, &from, false).map(|v| v.clone())
+            slot(doc, &from, false)
+                .filter(|v| path.len() + depth(v) <= MAX_DEPTH)
+                .map(|v| v.clone())
         }
         _ => None,
     };
@@ -623,8 +642,12 @@ fn apply(doc: &mut Value, m: &Mutation) {
         Op::Set(json) => *target = json.build(),
         Op::SetText(text) => *target = Value::String(text.build()),
         Op::Delete => {}
-        Op::Nest { depth, array } => {
-            for _ in 0..(usize::from(*depth) % 150) {
+        Op::Nest {
+            depth: levels,
+            array,
+        } => {
+            let room = MAX_DEPTH.saturating_sub(path.len() + depth(target));
+            for _ in 0..(usize::from(*levels) % 150).min(room) {
                 let inner = target.take();
                 *target = if *array {
                     Value::Array(vec![inner])
@@ -1129,4 +1152,36 @@ fn an_uppercase_scheme_is_linked_in_lowercase() {
         panic!("an event alert is routed");
     };
     assert_eq!(alert.event_url.as_deref(), Some("https://SENTRY.IO/"));
+}
+
+/// Found replaying the fuzzer's corpus in a debug build: forty nests of 149 levels at one
+/// place made a document about 6,000 levels deep, whose clone overflowed the test's stack.
+/// Nests and copies now stop at [`MAX_DEPTH`], still past serde_json's limit of 128, so the
+/// parsers' refusal of a too-deep body stays exercised.
+#[test]
+fn repeated_nests_stop_at_the_depth_limit() {
+    let nest = Mutation {
+        place: Place::Field(field("data.issue.id")),
+        op: Op::Nest {
+            depth: 149,
+            array: false,
+        },
+    };
+    let copy = Mutation {
+        place: Place::Field(field("data.issue.title")),
+        op: Op::Copy(3),
+    };
+    let mut doc = SEEDS[2].1.clone();
+    for m in std::iter::repeat_n([nest.clone(), copy.clone()], 20).flatten() {
+        apply(&mut doc, &m);
+        assert!(depth(&doc) <= MAX_DEPTH, "{}", depth(&doc));
+    }
+    assert_eq!(depth(&doc["data"]["issue"]["id"]), MAX_DEPTH - 3);
+    run(&Plan {
+        seed: 2,
+        mutations: vec![nest; 40],
+        encoding: Encoding::Compact,
+        header: Text::Piece(0),
+        action: None,
+    });
 }
