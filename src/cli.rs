@@ -359,52 +359,11 @@ fn route(args: &RouteArgs) -> Result<String, String> {
     let config = Config::load(&args.config.config).map_err(|e| e.to_string())?;
     let router = Router::new(&config);
     let alert = match &args.payload {
-        Some(path) => {
-            let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let resource = match &args.resource {
-                Some(r) => r.clone(),
-                None => guess_resource(&body)
-                    .ok_or_else(|| {
-                        format!(
-                            "{}: cannot tell the resource; pass --resource",
-                            path.display()
-                        )
-                    })?
-                    .to_string(),
-            };
-            let parsed = if resource == "legacy" {
-                sentry::parse_legacy(&body, &config.sentry.projects)
-                    .map(|a| Parsed::Alert(Box::new(a)))
-            } else {
-                sentry::parse(&resource, &body, &config.sentry.projects)
-            };
-            match parsed.map_err(|e| format!("{}: {e}", path.display()))? {
-                Parsed::Alert(alert) => *alert,
-                Parsed::Ignored(reason) => return Ok(format!("ignored: {reason}\n")),
-            }
-        }
-        None => Alert {
-            resource: "event_alert".into(),
-            action: "triggered".into(),
-            issue_key: "cli".into(),
-            short_id: None,
-            event_id: None,
-            projects: vec![args.project.clone().unwrap_or_default()],
-            environment: args.environment.clone(),
-            level: args.level,
-            title: "(sluice route)".into(),
-            culprit: None,
-            release: None,
-            issue_url: None,
-            event_url: None,
-            tags: args.tags.clone(),
-            timestamp: None,
-            sentry_first_seen: None,
-            sentry_count: None,
-            rule: None,
-            detail: None,
-            state: None,
+        Some(path) => match payload_alert(path, args.resource.as_deref(), &config)? {
+            Parsed::Alert(alert) => *alert,
+            Parsed::Ignored(reason) => return Ok(format!("ignored: {reason}\n")),
         },
+        None => flag_alert(args),
     };
     let targets = router.route(&alert);
     for target in &targets {
@@ -440,6 +399,58 @@ fn route(args: &RouteArgs) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// What `sluice route --payload` reads from the file at `path`: the payload parsed under
+/// `resource` (guessed from the body when not given; `legacy` for the WebHooks plugin).
+fn payload_alert(
+    path: &std::path::Path,
+    resource: Option<&str>,
+    config: &Config,
+) -> Result<Parsed, String> {
+    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let resource = match resource {
+        Some(r) => r,
+        None => guess_resource(&body).ok_or_else(|| {
+            format!(
+                "{}: cannot tell the resource; pass --resource",
+                path.display()
+            )
+        })?,
+    };
+    let parsed = if resource == "legacy" {
+        sentry::parse_legacy(&body, &config.sentry.projects).map(|a| Parsed::Alert(Box::new(a)))
+    } else {
+        sentry::parse(resource, &body, &config.sentry.projects)
+    };
+    parsed.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The alert `sluice route` routes without `--payload`: an event of the flags' project,
+/// environment, level and tags.
+fn flag_alert(args: &RouteArgs) -> Alert {
+    Alert {
+        resource: "event_alert".into(),
+        action: "triggered".into(),
+        issue_key: "cli".into(),
+        short_id: None,
+        event_id: None,
+        projects: vec![args.project.clone().unwrap_or_default()],
+        environment: args.environment.clone(),
+        level: args.level,
+        title: "(sluice route)".into(),
+        culprit: None,
+        release: None,
+        issue_url: None,
+        event_url: None,
+        tags: args.tags.clone(),
+        timestamp: None,
+        sentry_first_seen: None,
+        sentry_count: None,
+        rule: None,
+        detail: None,
+        state: None,
+    }
 }
 
 #[cfg(test)]

@@ -120,32 +120,7 @@ async fn hold_lock(
             }
         };
         // Follower: try until the lock is ours.
-        loop {
-            let tried = tokio::time::timeout(
-                CHECK_TIMEOUT,
-                sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                    .bind(LOCK_KEY)
-                    .fetch_one(&mut conn),
-            )
-            .await;
-            match tried {
-                Ok(Ok(true)) => break,
-                Ok(Ok(false)) => {
-                    if !pause(POLL, &stop).await {
-                        return;
-                    }
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "leader: lock connection failed; reconnecting");
-                    break;
-                }
-                Err(_) => {
-                    tracing::warn!("leader: lock connection timed out; reconnecting");
-                    break;
-                }
-            }
-        }
-        if stop.is_cancelled() {
+        if !wait_for_lock(&mut conn, &stop).await || stop.is_cancelled() {
             return;
         }
         // Give an old leader that lost the lock time to notice and stop, then make sure the
@@ -155,55 +130,97 @@ async fn hold_lock(
         }
         tracing::info!("leader: this replica leads (delivers to Slack, runs the digest)");
         leading.send_replace(true);
-        // Leader: keep checking the connection that holds the lock, and the store.
-        let mut store_checked = Instant::now();
-        let mut store_failing_since: Option<Instant> = None;
-        loop {
-            if !pause(CHECK, &stop).await {
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                    .bind(LOCK_KEY)
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-                leading.send_replace(false);
-                tracing::info!("leader: stepped down for shutdown");
-                return;
-            }
-            let checked =
-                tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&mut conn))
-                    .await;
-            if !matches!(checked, Ok(Ok(_))) {
-                leading.send_replace(false);
-                tracing::error!("leader: lost the lock connection; stopped delivering");
-                // Let the lock go for sure, and give a follower with a working connection the
-                // first try.
-                drop(conn);
-                pause(POLL, &stop).await;
-                break;
-            }
-            if store_checked.elapsed() >= POLL {
-                store_checked = Instant::now();
-                if store_works(store.as_ref()).await {
-                    store_failing_since = None;
-                } else if store_failing_since.get_or_insert(store_checked).elapsed()
-                    >= STORE_FAILURE_LIMIT
-                {
-                    leading.send_replace(false);
-                    tracing::error!(
-                        "leader: the store has failed for {}s; stepped down so that another replica delivers",
-                        STORE_FAILURE_LIMIT.as_secs()
-                    );
-                    let _ = tokio::time::timeout(
-                        CHECK_TIMEOUT,
-                        sqlx::query("SELECT pg_advisory_unlock($1)")
-                            .bind(LOCK_KEY)
-                            .execute(&mut conn),
-                    )
-                    .await;
-                    drop(conn);
-                    pause(POLL, &stop).await;
-                    break;
+        if !lead(conn, &leading, store.as_ref(), &stop).await {
+            return;
+        }
+    }
+}
+
+/// Tries the lock on `conn` every [`POLL`] until it is ours, or the connection fails (the
+/// caller then finds it not locked). `false` when `stop` ended the wait.
+async fn wait_for_lock(conn: &mut PgConnection, stop: &CancellationToken) -> bool {
+    loop {
+        let tried = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(LOCK_KEY)
+                .fetch_one(&mut *conn),
+        )
+        .await;
+        match tried {
+            Ok(Ok(true)) => return true,
+            Ok(Ok(false)) => {
+                if !pause(POLL, stop).await {
+                    return false;
                 }
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "leader: lock connection failed; reconnecting");
+                return true;
+            }
+            Err(_) => {
+                tracing::warn!("leader: lock connection timed out; reconnecting");
+                return true;
+            }
+        }
+    }
+}
+
+/// Leads while `conn`, which holds the lock, answers and the store works: checks both, and
+/// steps down (`leading` false) when either fails. `false` when it stepped down for `stop`
+/// (the lock released), `true` when it stepped down for a failure and may seek the lock again.
+async fn lead(
+    mut conn: PgConnection,
+    leading: &watch::Sender<bool>,
+    store: &dyn Store,
+    stop: &CancellationToken,
+) -> bool {
+    let mut store_checked = Instant::now();
+    let mut store_failing_since: Option<Instant> = None;
+    loop {
+        if !pause(CHECK, stop).await {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+            leading.send_replace(false);
+            tracing::info!("leader: stepped down for shutdown");
+            return false;
+        }
+        let checked =
+            tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&mut conn)).await;
+        if !matches!(checked, Ok(Ok(_))) {
+            leading.send_replace(false);
+            tracing::error!("leader: lost the lock connection; stopped delivering");
+            // Let the lock go for sure, and give a follower with a working connection the
+            // first try.
+            drop(conn);
+            pause(POLL, stop).await;
+            return true;
+        }
+        if store_checked.elapsed() >= POLL {
+            store_checked = Instant::now();
+            if store_works(store).await {
+                store_failing_since = None;
+            } else if store_failing_since.get_or_insert(store_checked).elapsed()
+                >= STORE_FAILURE_LIMIT
+            {
+                leading.send_replace(false);
+                tracing::error!(
+                    "leader: the store has failed for {}s; stepped down so that another replica delivers",
+                    STORE_FAILURE_LIMIT.as_secs()
+                );
+                let _ = tokio::time::timeout(
+                    CHECK_TIMEOUT,
+                    sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(LOCK_KEY)
+                        .execute(&mut conn),
+                )
+                .await;
+                drop(conn);
+                pause(POLL, stop).await;
+                return true;
             }
         }
     }

@@ -269,7 +269,9 @@ impl Registry {
             .or_default() += 1;
     }
 
-    /// Writes the process's series (the store's are written by [`render`]).
+    /// Writes the process's series (the store's are written by [`render`]). Longer than most
+    /// functions here because it is a list: each series once, in the order `/metrics` shows
+    /// them, with its help text beside the value it reads.
     pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,

@@ -104,47 +104,16 @@ pub fn build(
     let end_day = crate::counts::day_of(period_end_ms);
     let first_day = end_day - 7;
     let (week_start_ms, week_end_ms) = (first_day * DAY_MS, end_day * DAY_MS);
-    let this = |d: &ChannelDay| (first_day..end_day).contains(&d.day);
-    let last = |d: &ChannelDay| (first_day - 7..first_day).contains(&d.day);
-
-    let mut per_issue: HashMap<&str, TopIssue> = HashMap::new();
-    let mut services: BTreeMap<(&str, &str), ServiceRow> = BTreeMap::new();
-    let (mut this_week, mut last_week, mut deliveries, mut folded) = (0, 0, 0, 0);
     let info: HashMap<&str, &IssueInfo> =
         issues.iter().map(|i| (i.issue_key.as_str(), i)).collect();
-    for d in days.iter().filter(|d| this(d) || last(d)) {
-        let row = services
-            .entry((d.project.as_str(), d.environment.as_str()))
-            .or_insert_with(|| ServiceRow {
-                project: d.project.clone(),
-                environment: d.environment.clone(),
-                this_week: 0,
-                last_week: 0,
-            });
-        let issue = per_issue.entry(d.issue_key.as_str()).or_insert_with(|| {
-            let meta = info.get(d.issue_key.as_str());
-            TopIssue {
-                issue_key: d.issue_key.clone(),
-                title: meta.map_or_else(|| d.issue_key.clone(), |m| m.title.clone()),
-                issue_url: meta.and_then(|m| m.issue_url.clone()),
-                this_week: 0,
-                last_week: 0,
-                daily: [0; 7],
-            }
-        });
-        if this(d) {
-            this_week += d.occurrences;
-            deliveries += d.occurrences + d.notices;
-            folded += d.folded;
-            row.this_week += d.occurrences;
-            issue.this_week += d.occurrences;
-            issue.daily[(d.day - first_day) as usize] += d.occurrences;
-        } else {
-            last_week += d.occurrences;
-            row.last_week += d.occurrences;
-            issue.last_week += d.occurrences;
-        }
-    }
+    let Tally {
+        per_issue,
+        services,
+        this_week,
+        last_week,
+        deliveries,
+        folded,
+    } = tally(days, &info, first_day);
     let mut ranked: Vec<TopIssue> = per_issue
         .into_values()
         .filter(|i| i.this_week > 0)
@@ -191,6 +160,65 @@ pub fn build(
         folded,
         activity,
     }
+}
+
+/// A channel's day counts summed over the week from `first_day` and the week before it.
+#[derive(Default)]
+struct Tally<'a> {
+    per_issue: HashMap<&'a str, TopIssue>,
+    services: BTreeMap<(&'a str, &'a str), ServiceRow>,
+    this_week: u64,
+    last_week: u64,
+    /// Deliveries this week: occurrences and notices.
+    deliveries: u64,
+    folded: u64,
+}
+
+/// Sums `days` into a [`Tally`] of the week starting `first_day` and the week before; `info`
+/// names the issues.
+fn tally<'a>(
+    days: &'a [ChannelDay],
+    info: &HashMap<&str, &IssueInfo>,
+    first_day: i64,
+) -> Tally<'a> {
+    let this = |d: &ChannelDay| (first_day..first_day + 7).contains(&d.day);
+    let last = |d: &ChannelDay| (first_day - 7..first_day).contains(&d.day);
+    let mut t = Tally::default();
+    for d in days.iter().filter(|d| this(d) || last(d)) {
+        let row = t
+            .services
+            .entry((d.project.as_str(), d.environment.as_str()))
+            .or_insert_with(|| ServiceRow {
+                project: d.project.clone(),
+                environment: d.environment.clone(),
+                this_week: 0,
+                last_week: 0,
+            });
+        let issue = t.per_issue.entry(d.issue_key.as_str()).or_insert_with(|| {
+            let meta = info.get(d.issue_key.as_str());
+            TopIssue {
+                issue_key: d.issue_key.clone(),
+                title: meta.map_or_else(|| d.issue_key.clone(), |m| m.title.clone()),
+                issue_url: meta.and_then(|m| m.issue_url.clone()),
+                this_week: 0,
+                last_week: 0,
+                daily: [0; 7],
+            }
+        });
+        if this(d) {
+            t.this_week += d.occurrences;
+            t.deliveries += d.occurrences + d.notices;
+            t.folded += d.folded;
+            row.this_week += d.occurrences;
+            issue.this_week += d.occurrences;
+            issue.daily[(d.day - first_day) as usize] += d.occurrences;
+        } else {
+            t.last_week += d.occurrences;
+            row.last_week += d.occurrences;
+            issue.last_week += d.occurrences;
+        }
+    }
+    t
 }
 
 fn date(day: i64) -> String {

@@ -417,93 +417,144 @@ async fn deliver_channel(
                 ts,
                 channel: channel_id,
             } => {
-                // An alert row's `ts` is kept as the issue's message only when it is one
-                // (not a comment, not a thread reply).
-                let keep = is_issue_message || !matches!(item.message, OutboxMessage::Alert { .. });
-                let (ts, channel_id) = match keep {
-                    true => (ts, channel_id),
-                    false => (None, None),
-                };
-                state
-                    .store
-                    .mark_posted(item.id, now, ts.as_deref(), channel_id.as_deref())
-                    .await?;
-                tracing::info!(
-                    channel,
-                    issue = %item.issue_key,
-                    kind = item.message.kind(),
-                    occurrences = item.occurrences,
+                let posted = Posted {
+                    ts,
+                    channel_id,
+                    thread_ts,
+                    is_issue_message,
                     attempts,
-                    latency_ms = now - item.created_at_ms,
-                    "outbox: posted"
-                );
-                progress.done += 1;
-                if let (Some(root), OutboxMessage::FollowUp { alert, target, .. }) =
-                    (&thread_ts, &item.message)
-                {
-                    // `chat.update` needs the channel id: the one Slack just answered.
-                    let dest = dest.in_channel(channel_id.as_deref());
-                    update_original(state, client, limits, &dest, channel, root, alert, target)
-                        .await?;
-                }
-            }
-            SendOutcome::Failed(Retry::Never(why)) => {
-                dead_letter(state, channel, &item, attempts, &why).await?;
+                };
+                record_posted(state, client, limits, &dest, channel, &item, posted).await?;
                 progress.done += 1;
             }
             SendOutcome::Failed(retry) => {
-                let jitter = rand::rng().random::<f64>();
-                let retry_after = match &retry {
-                    Retry::After(after) => Some(*after),
-                    _ => None,
-                };
-                let (wait, reason) = match retry {
-                    Retry::After(after) => (
-                        after_retry_after(after, jitter),
-                        format!("rate limited (Retry-After {}s)", after.as_secs_f64()),
-                    ),
-                    Retry::Backoff(reason) => (
-                        backoff(
-                            attempts,
-                            config.slack.retry_initial_backoff,
-                            config.slack.retry_max_backoff,
-                            jitter,
-                        ),
-                        reason,
-                    ),
-                    Retry::Never(_) => unreachable!("handled above"),
-                };
-                let age = Duration::from_millis((now - item.created_at_ms).max(0) as u64);
-                if age + wait > config.slack.max_retry_age {
-                    let why = Refusal::new(
-                        "max_retry_age",
-                        format!(
-                            "gave up after {attempts} attempts over {}s: {reason}",
-                            age.as_secs()
-                        ),
-                    );
-                    dead_letter(state, channel, &item, attempts, &why).await?;
-                    progress.done += 1;
-                    continue;
+                if after_failure(state, config, channel, &item, attempts, now, retry).await? {
+                    // Held until the retry: the rows behind it wait, in order.
+                    break;
                 }
-                state.counters.retry(channel, retry_after);
-                tracing::warn!(
-                    channel,
-                    issue = %item.issue_key,
-                    attempts,
-                    retry_in_ms = wait.as_millis() as u64,
-                    %reason,
-                    "outbox: send failed, will retry"
-                );
-                state
-                    .store
-                    .reschedule(item.id, attempts, now + wait.as_millis() as i64, &reason)
-                    .await?;
-                break;
+                progress.done += 1;
             }
         }
     }
     Ok(progress)
+}
+
+/// What Slack answered for a message it took, and what Sluice knows of it.
+struct Posted {
+    /// The message's `ts`, if Slack gave one (Web API).
+    ts: Option<String>,
+    /// The channel id Slack answered with.
+    channel_id: Option<String>,
+    /// The thread the message went to, if any.
+    thread_ts: Option<String>,
+    /// Whether it is the issue's message in the channel (not a comment or a thread reply).
+    is_issue_message: bool,
+    /// Attempts made, this one included.
+    attempts: u32,
+}
+
+/// Records that Slack took `item` (keeping its `ts` where it is the issue's message), logs
+/// it, and after a follow-up in a thread updates the original message in place.
+async fn record_posted(
+    state: &AppState,
+    client: &SlackClient,
+    limits: &Mutex<ChannelLimits>,
+    dest: &Destination,
+    channel: &str,
+    item: &OutboxItem,
+    posted: Posted,
+) -> Result<(), StoreError> {
+    let now = state.clock.now_ms();
+    // An alert row's `ts` is kept as the issue's message only when it is one (not a
+    // comment, not a thread reply).
+    let keep = posted.is_issue_message || !matches!(item.message, OutboxMessage::Alert { .. });
+    let (ts, channel_id) = match keep {
+        true => (posted.ts, posted.channel_id),
+        false => (None, None),
+    };
+    state
+        .store
+        .mark_posted(item.id, now, ts.as_deref(), channel_id.as_deref())
+        .await?;
+    tracing::info!(
+        channel,
+        issue = %item.issue_key,
+        kind = item.message.kind(),
+        occurrences = item.occurrences,
+        attempts = posted.attempts,
+        latency_ms = now - item.created_at_ms,
+        "outbox: posted"
+    );
+    if let (Some(root), OutboxMessage::FollowUp { alert, target, .. }) =
+        (&posted.thread_ts, &item.message)
+    {
+        // `chat.update` needs the channel id: the one Slack just answered.
+        let dest = dest.in_channel(channel_id.as_deref());
+        update_original(state, client, limits, &dest, channel, root, alert, target).await?;
+    }
+    Ok(())
+}
+
+/// A failed send of `item` at `now_ms`. A retryable failure is rescheduled after Slack's
+/// `Retry-After` or a backoff (with jitter), which holds the channel until then: `true`. A
+/// permanent one, or a retry that would pass `slack.max_retry_age`, is dead-lettered: `false`.
+async fn after_failure(
+    state: &AppState,
+    config: &Config,
+    channel: &str,
+    item: &OutboxItem,
+    attempts: u32,
+    now_ms: i64,
+    retry: Retry,
+) -> Result<bool, StoreError> {
+    let jitter = rand::rng().random::<f64>();
+    let (wait, retry_after, reason) = match retry {
+        Retry::After(after) => (
+            after_retry_after(after, jitter),
+            Some(after),
+            format!("rate limited (Retry-After {}s)", after.as_secs_f64()),
+        ),
+        Retry::Backoff(reason) => (
+            backoff(
+                attempts,
+                config.slack.retry_initial_backoff,
+                config.slack.retry_max_backoff,
+                jitter,
+            ),
+            None,
+            reason,
+        ),
+        Retry::Never(why) => {
+            dead_letter(state, channel, item, attempts, &why).await?;
+            return Ok(false);
+        }
+    };
+    let age = Duration::from_millis((now_ms - item.created_at_ms).max(0) as u64);
+    if age + wait > config.slack.max_retry_age {
+        let why = Refusal::new(
+            "max_retry_age",
+            format!(
+                "gave up after {attempts} attempts over {}s: {reason}",
+                age.as_secs()
+            ),
+        );
+        dead_letter(state, channel, item, attempts, &why).await?;
+        return Ok(false);
+    }
+    state.counters.retry(channel, retry_after);
+    tracing::warn!(
+        channel,
+        issue = %item.issue_key,
+        attempts,
+        retry_in_ms = wait.as_millis() as u64,
+        %reason,
+        "outbox: send failed, will retry"
+    );
+    state
+        .store
+        .reschedule(item.id, attempts, now_ms + wait.as_millis() as i64, &reason)
+        .await?;
+    Ok(true)
 }
 
 /// Moves a row to the dead letters with its reason, logs it, and reports it to
